@@ -1,0 +1,333 @@
+"""Weights to and from the PyTorch SwinV2 checkpoints: official repo, SimMIM, timm, Hugging Face.
+
+Each layout is a table of name rules from this project's parameter paths to PyTorch names; the
+array transforms follow from the parameter (Linear [out, in] <-> Dense kernel [in, out], Conv
+[O, I, kh, kw] <-> [kh, kw, I, O], the rest copied). Buffers saved by PyTorch (coords table,
+relative position index, attention mask) are ignored on load and recomputed; the official layout
+writes them back on export because the official model loads with them.
+
+torch is only imported to read `.pth`/`.pt`/`.bin` files (`weights_only=True`: no code is
+unpickled); `.safetensors` files and in-memory mappings need no torch.
+
+Command line:
+  python -m swinv2_jax.convert SRC --model NAME --out DIR        # PyTorch -> Orbax + config
+  python -m swinv2_jax.convert DIR --to-torch --layout timm --out F.safetensors
+"""
+from __future__ import annotations
+
+import logging
+import os
+import re
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import traverse_util
+
+from swinv2_jax.models.swin_transformer_v2 import (SwinTransformerV2, relative_coords_table,
+                                                   relative_position_index, shifted_window_mask)
+
+log = logging.getLogger(__name__)
+
+LAYOUTS = ('timm', 'official', 'simmim', 'hf')
+# Buffers PyTorch saves that are functions of the geometry only: recomputed, never loaded.
+IGNORED_BUFFERS = ('relative_coords_table', 'relative_position_index', 'attn_mask')
+
+Path = Tuple[str, ...]
+
+
+# ----------------------------------------------------------------------------------------------
+# Name rules
+# ----------------------------------------------------------------------------------------------
+
+def _timm_name(path: Path) -> str:
+    """This project's parameter path -> timm's name (timm keeps downsample at the stage start)."""
+    name = '.'.join(path)
+    name = re.sub(r'(layers|blocks|cpb_mlp)_(\d+)', r'\1.\2', name)
+    name = re.sub(r'extra_norm_(\d+)', r'blocks.\1.extra_norm', name)  # SwinV2-H/G only; see below
+    name = re.sub(r'\.(kernel|scale)$', '.weight', name)
+    if name.startswith('head.'):
+        name = 'head.fc.' + name[len('head.'):]
+    return name
+
+
+def _official_name(path: Path) -> str:
+    """Official repo: downsample at the END of the previous stage, `head` without `.fc`."""
+    name = _timm_name(path)
+    name = re.sub(r'^layers\.(\d+)\.downsample', lambda m: f'layers.{int(m.group(1)) - 1}.downsample', name)
+    return name.replace('head.fc.', 'head.')
+
+
+_HF_BLOCK = [  # official/timm block suffix -> Hugging Face suffix
+    (r'attn\.q_bias$', 'attention.self.query.bias'),
+    (r'attn\.v_bias$', 'attention.self.value.bias'),
+    (r'attn\.logit_scale$', 'attention.self.logit_scale'),
+    (r'attn\.cpb_mlp\.', 'attention.self.continuous_position_bias_mlp.'),
+    (r'attn\.proj\.', 'attention.output.dense.'),
+    (r'norm1\.', 'layernorm_before.'),
+    (r'norm2\.', 'layernorm_after.'),
+    (r'mlp\.fc1\.', 'intermediate.dense.'),
+    (r'mlp\.fc2\.', 'output.dense.'),
+]
+
+
+def _hf_names(path: Path, prefix: str) -> List[str]:
+    """Hugging Face names (a list: the fused qkv kernel is three Linear weights there)."""
+    name = _official_name(path)
+    if name.startswith('head.'):
+        return ['classifier.' + name[len('head.'):]]
+    if name.startswith('patch_embed.proj.'):
+        name = name.replace('patch_embed.proj.', 'embeddings.patch_embeddings.projection.')
+    elif name.startswith('patch_embed.norm.'):
+        name = name.replace('patch_embed.norm.', 'embeddings.norm.')
+    elif name.startswith('norm.'):
+        name = 'layernorm.' + name[len('norm.'):]
+    else:
+        name = 'encoder.' + name
+        if name.endswith('attn.qkv.weight'):
+            stem = name[:-len('attn.qkv.weight')] + 'attention.self.'
+            return [prefix + stem + p + '.weight' for p in ('query', 'key', 'value')]
+        for pattern, repl in _HF_BLOCK:
+            name = re.sub(pattern, repl, name)
+    return [prefix + name]
+
+
+def torch_names(path: Path, layout: str, hf_prefix: str = 'swinv2.') -> List[str]:
+    """The PyTorch key(s) of one parameter in a layout."""
+    if layout == 'timm':
+        return [_timm_name(path)]
+    if layout == 'official':
+        return [_official_name(path)]
+    if layout == 'simmim':
+        return ['encoder.' + _official_name(path)]
+    if layout == 'hf':
+        return _hf_names(path, hf_prefix)
+    raise ValueError(f'unknown layout {layout!r}; valid layouts: {", ".join(LAYOUTS)}')
+
+
+def _to_flax(path: Path, arrays: List[np.ndarray]) -> np.ndarray:
+    leaf = path[-1]
+    if len(arrays) > 1:  # Hugging Face query/key/value -> fused qkv
+        return np.concatenate(arrays, axis=0).T
+    a = arrays[0]
+    if leaf == 'kernel' and a.ndim == 4:
+        return a.transpose(2, 3, 1, 0)
+    if leaf == 'kernel' and a.ndim == 2:
+        return a.T
+    return a
+
+
+def _to_torch(path: Path, a: np.ndarray, n: int) -> List[np.ndarray]:
+    leaf = path[-1]
+    if n > 1:
+        return list(np.split(a.T, n, axis=0))
+    if leaf == 'kernel' and a.ndim == 4:
+        return [a.transpose(3, 2, 0, 1)]
+    if leaf == 'kernel' and a.ndim == 2:
+        return [a.T]
+    return [a]
+
+
+def _torch_shape(path: Path, shape: Tuple[int, ...], n: int) -> Tuple[int, ...]:
+    return _to_torch(path, np.empty(shape, np.bool_), n)[0].shape
+
+
+# ----------------------------------------------------------------------------------------------
+# Reading
+# ----------------------------------------------------------------------------------------------
+
+def _to_numpy(v) -> np.ndarray:
+    if hasattr(v, 'detach'):  # a torch tensor; bf16/fp16 have no numpy twin of their own
+        v = v.detach().cpu()
+        if v.is_floating_point():
+            v = v.float()
+        return v.numpy()
+    return np.asarray(v)
+
+
+def read_state_dict(src) -> Dict[str, np.ndarray]:
+    """A flat name -> numpy array mapping from a file (.pth/.pt/.bin/.safetensors) or a mapping.
+
+    Unwraps the `{"model": ...}` / `{"state_dict": ...}` / `{"module": ...}` wrappers of training
+    checkpoints. `.pth` files are read with `torch.load(weights_only=True)`.
+    """
+    if isinstance(src, (str, os.PathLike)):
+        path = os.fspath(src)
+        if not os.path.exists(path):
+            raise FileNotFoundError(f'no checkpoint at {path}')
+        if path.endswith('.safetensors'):
+            from safetensors.numpy import load_file
+            try:
+                sd = load_file(path)
+            except Exception as e:  # safetensors raises its own error types
+                raise ValueError(f'{path} is not a readable .safetensors file ({e}); is the download '
+                                 f'complete?') from e
+        else:
+            try:
+                import torch
+            except ImportError as e:
+                raise ImportError(f'reading {path} needs PyTorch (pip install torch), or convert it to '
+                                  f'.safetensors first') from e
+            try:
+                sd = torch.load(path, map_location='cpu', weights_only=True)
+            except Exception as e:
+                raise ValueError(f'cannot read {path} as a PyTorch checkpoint ({type(e).__name__}: {e}); '
+                                 f'the file is corrupt or truncated, or holds pickled code that '
+                                 f'weights_only=True refuses to run') from e
+    else:
+        sd = src
+    if not isinstance(sd, Mapping):
+        raise ValueError(f'expected a state dict (a mapping of names to arrays), got {type(sd).__name__}')
+    for wrapper in ('model', 'state_dict', 'module'):
+        if wrapper in sd and isinstance(sd[wrapper], Mapping):
+            sd = sd[wrapper]
+    return {k: _to_numpy(v) for k, v in sd.items() if not isinstance(v, (int, float, str))}
+
+
+def detect_layout(keys) -> Tuple[str, str]:
+    """(layout, Hugging Face prefix) of a state dict's keys."""
+    keys = list(keys)
+    if any(k.startswith('swinv2.') for k in keys):
+        return 'hf', 'swinv2.'
+    if any(k.startswith('embeddings.patch_embeddings') for k in keys):
+        return 'hf', ''
+    if any(k.startswith('encoder.patch_embed.') for k in keys):
+        return 'simmim', ''
+    # Official checkpoints merge at the end of stages 0-2, timm at the start of stages 1-3 (timm's
+    # own test; the head cannot tell them apart, it is absent in headless checkpoints).
+    if 'layers.0.downsample.reduction.weight' in keys:
+        return 'official', ''
+    if any(k.startswith('patch_embed.') for k in keys):
+        return 'timm', ''
+    raise ValueError('cannot tell the layout of this state dict: none of the official, SimMIM, timm or '
+                     f'Hugging Face SwinV2 names are in it (first keys: {keys[:5]})')
+
+
+def _canonical_simmim(sd: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+    # Older SimMIM checkpoints call the CPB meta network `rpe_mlp`.
+    return {k.replace('.rpe_mlp.', '.cpb_mlp.'): v for k, v in sd.items()}
+
+
+def _is_ignored(key: str, layout: str, model: SwinTransformerV2) -> bool:
+    if any(key.endswith(b) for b in IGNORED_BUFFERS) or key.endswith('num_batches_tracked'):
+        return True
+    if layout == 'simmim' and not key.startswith('encoder.'):
+        return True  # the SimMIM decoder: not part of the encoder
+    if key in ('encoder.mask_token', 'swinv2.embeddings.mask_token', 'embeddings.mask_token'):
+        return True  # SimMIM's mask token, used in pre-training only
+    if model.num_classes == 0 and (key.startswith('head.') or key.startswith('classifier.')):
+        return True  # a headless model drops the classifier
+    return False
+
+
+def _abstract_params(model: SwinTransformerV2) -> Dict[Path, jax.ShapeDtypeStruct]:
+    x = jax.ShapeDtypeStruct((1, *model.img_size, model.in_chans), jnp.float32)
+    shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), x)
+    return traverse_util.flatten_dict(shapes['params'])
+
+
+def load_torch_weights(src, model: SwinTransformerV2, layout: Optional[str] = None) -> Dict[str, Any]:
+    """Variables `{"params": ...}` for `model` from a PyTorch SwinV2 state dict.
+
+    Args:
+      src: a path (`.pth`/`.pt`/`.bin` via `torch.load(weights_only=True)`, or `.safetensors`) or a
+        mapping of names to arrays (torch tensors or numpy).
+      model: the `SwinTransformerV2` the weights are for (its img_size and windows may differ from
+        the checkpoint's: the position bias is a function of coordinates, nothing to resize).
+      layout: 'official', 'simmim', 'timm' or 'hf'; detected from the names when None.
+
+    Raises:
+      ValueError listing every missing, unexpected and mis-shaped key at once.
+    """
+    sd = read_state_dict(src)
+    prefix = 'swinv2.'
+    if layout is None:
+        layout, prefix = detect_layout(sd)
+    elif layout == 'hf':
+        prefix = 'swinv2.' if any(k.startswith('swinv2.') for k in sd) else ''
+    if layout == 'simmim':
+        sd = _canonical_simmim(sd)
+
+    expected = _abstract_params(model)
+    params, missing, misshaped, used = {}, [], [], set()
+    for path, spec in expected.items():
+        names = torch_names(path, layout, prefix)
+        absent = [n for n in names if n not in sd]
+        if absent:
+            missing.extend(absent)
+            continue
+        used.update(names)
+        value = _to_flax(path, [sd[n] for n in names])
+        if value.shape != spec.shape:
+            want = _torch_shape(path, spec.shape, len(names))
+            got = tuple(sd[names[0]].shape)
+            misshaped.append(f'{names[0]}: checkpoint {got}, model {want}')
+            continue
+        params[path] = jnp.asarray(value, dtype=spec.dtype)
+    unexpected = sorted(k for k in sd if k not in used and not _is_ignored(k, layout, model))
+
+    if missing or unexpected or misshaped:
+        lines = [f'the {layout}-layout checkpoint does not match the model '
+                 f'(embed_dim={model.embed_dim}, depths={model.depths}, num_classes={model.num_classes}):']
+        if missing:
+            lines.append(f'  missing ({len(missing)}): ' + ', '.join(missing))
+        if unexpected:
+            lines.append(f'  unexpected ({len(unexpected)}): ' + ', '.join(unexpected))
+        if misshaped:
+            lines.append(f'  mis-shaped ({len(misshaped)}): ' + '; '.join(misshaped))
+        head = [m for m in misshaped if m.startswith(('head', 'classifier'))]
+        if head:
+            lines.append('  the classifier differs: pass num_classes= the checkpoint\'s class count to '
+                         'create_model, or num_classes=0 to drop the head')
+        elif missing or misshaped or unexpected:
+            lines.append('  check that the model name matches the checkpoint (list_models()), and that '
+                         'the layout (detected or given) is right')
+        raise ValueError('\n'.join(lines))
+    log.info('loaded %d %s-layout tensors into %s', len(used), layout, type(model).__name__)
+    return {'params': traverse_util.unflatten_dict(params)}
+
+
+# ----------------------------------------------------------------------------------------------
+# Writing
+# ----------------------------------------------------------------------------------------------
+
+def _official_buffers(model: SwinTransformerV2) -> Dict[str, np.ndarray]:
+    """The buffers the official model registers (persistent) and so expects in a strict load."""
+    out = {}
+    for i, (res, (window, shift)) in enumerate(zip(model.stage_resolutions, model.stage_windows())):
+        pretrained = tuple(model.pretrained_window_sizes[i])
+        for j in range(model.depths[i]):
+            block_shift = shift if j % 2 else (0, 0)
+            stem = f'layers.{i}.blocks.{j}.'
+            out[stem + 'attn.relative_coords_table'] = relative_coords_table(window, pretrained)[None]
+            out[stem + 'attn.relative_position_index'] = relative_position_index(window).astype(np.int64)
+            mask = shifted_window_mask(res, window, block_shift)
+            if mask is not None:
+                out[stem + 'attn_mask'] = mask
+    return out
+
+
+def export_torch_weights(variables: Mapping[str, Any], model: SwinTransformerV2,
+                         layout: str = 'timm') -> Dict[str, np.ndarray]:
+    """A PyTorch state dict (name -> numpy array) for `layout` in {'timm', 'official', 'hf'}.
+
+    timm's `SwinTransformerV2`, the official `SwinTransformerV2` and Hugging Face's
+    `Swinv2ForImageClassification` (`Swinv2Model` when num_classes=0 ... with the `swinv2.` prefix
+    stripped by the caller) load it with `strict=True` (wrap each value with `torch.from_numpy`).
+    Works on any pytree shaped like the params (e.g. gradients).
+    SwinV2-H/G's extra norms have no PyTorch implementation to load into; they are written as
+    `layers.{i}.blocks.{j}.extra_norm.*` so that a round trip keeps them.
+    """
+    if layout not in ('timm', 'official', 'hf', 'simmim'):
+        raise ValueError(f'unknown layout {layout!r}; valid layouts: timm, official, hf, simmim')
+    params = variables.get('params', variables)
+    out: Dict[str, np.ndarray] = {}
+    for path, value in traverse_util.flatten_dict(dict(params)).items():
+        names = torch_names(path, layout)
+        for name, array in zip(names, _to_torch(path, np.asarray(value, dtype=np.float32), len(names))):
+            out[name] = np.ascontiguousarray(array)
+    if layout in ('official', 'simmim'):
+        prefix = 'encoder.' if layout == 'simmim' else ''
+        out.update({prefix + k: v for k, v in _official_buffers(model).items()})
+    return out

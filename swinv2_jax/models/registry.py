@@ -1,0 +1,188 @@
+"""The released SwinV2 variants as data, and the `create_model` / `list_models` factory.
+
+Canonical names are timm's. The official repository's long names (`swinv2_tiny_patch4_window8_256`,
+`..._22kto1k_ft`) and the Hugging Face hub names (`microsoft/swinv2-tiny-patch4-window8-256`) are
+aliases, and a timm pretrained tag (`swinv2_base_window12_192.ms_in22k`) is accepted and ignored.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import fnmatch
+from typing import Any, Dict, List
+
+import jax.numpy as jnp
+
+from swinv2_jax.models.swin_transformer_v2 import SwinTransformerV2, to_pair
+
+_T = dict(embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24))
+_S = dict(embed_dim=96, depths=(2, 2, 18, 2), num_heads=(3, 6, 12, 24))
+_B = dict(embed_dim=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32))
+_L = dict(embed_dim=192, depths=(2, 2, 18, 2), num_heads=(6, 12, 24, 48))
+_FT_FROM_192 = dict(pretrained_window_sizes=(12, 12, 12, 6))
+
+# timm name -> architecture (defaults: 1000 classes, no pretrained windows, drop_path_rate 0.1)
+VARIANTS: Dict[str, Dict[str, Any]] = {
+    'swinv2_tiny_window8_256': dict(**_T, window_size=8, img_size=256),
+    'swinv2_tiny_window16_256': dict(**_T, window_size=16, img_size=256),
+    'swinv2_small_window8_256': dict(**_S, window_size=8, img_size=256),
+    'swinv2_small_window16_256': dict(**_S, window_size=16, img_size=256),
+    'swinv2_base_window8_256': dict(**_B, window_size=8, img_size=256),
+    'swinv2_base_window16_256': dict(**_B, window_size=16, img_size=256),
+    'swinv2_base_window12_192': dict(**_B, window_size=12, img_size=192, num_classes=21841),
+    'swinv2_base_window12to16_192to256': dict(**_B, window_size=16, img_size=256, **_FT_FROM_192),
+    'swinv2_base_window12to24_192to384': dict(**_B, window_size=24, img_size=384, **_FT_FROM_192),
+    'swinv2_large_window12_192': dict(**_L, window_size=12, img_size=192, num_classes=21841),
+    'swinv2_large_window12to16_192to256': dict(**_L, window_size=16, img_size=256, **_FT_FROM_192),
+    'swinv2_large_window12to24_192to384': dict(**_L, window_size=24, img_size=384, **_FT_FROM_192),
+    # The paper's SwinV2-H (658M) and SwinV2-G (3.0B) (Sec. 3.5): C and depths are the paper's. No
+    # code or weights were released, so these are inferred: heads from a head dim of 32 as in T/S/B/L;
+    # the extra main-branch LayerNorm after every 6th block of a stage (the paper: "every 6 layers");
+    # 192x192 / window 12, the resolution and window of the paper's pre-training (Sec. 4.1, A2).
+    'swinv2_huge_window12_192': dict(embed_dim=352, depths=(2, 2, 18, 2), num_heads=(11, 22, 44, 88),
+                                     window_size=12, img_size=192, extra_norm_every=6),
+    'swinv2_giant_window12_192': dict(embed_dim=512, depths=(2, 2, 42, 4), num_heads=(16, 32, 64, 128),
+                                      window_size=12, img_size=192, extra_norm_every=6),
+}
+
+_OFFICIAL = {
+    'swinv2_tiny_patch4_window8_256': 'swinv2_tiny_window8_256',
+    'swinv2_tiny_patch4_window16_256': 'swinv2_tiny_window16_256',
+    'swinv2_small_patch4_window8_256': 'swinv2_small_window8_256',
+    'swinv2_small_patch4_window16_256': 'swinv2_small_window16_256',
+    'swinv2_base_patch4_window8_256': 'swinv2_base_window8_256',
+    'swinv2_base_patch4_window16_256': 'swinv2_base_window16_256',
+    'swinv2_base_patch4_window12_192_22k': 'swinv2_base_window12_192',
+    'swinv2_base_patch4_window12to16_192to256_22kto1k_ft': 'swinv2_base_window12to16_192to256',
+    'swinv2_base_patch4_window12to24_192to384_22kto1k_ft': 'swinv2_base_window12to24_192to384',
+    'swinv2_large_patch4_window12_192_22k': 'swinv2_large_window12_192',
+    'swinv2_large_patch4_window12to16_192to256_22kto1k_ft': 'swinv2_large_window12to16_192to256',
+    'swinv2_large_patch4_window12to24_192to384_22kto1k_ft': 'swinv2_large_window12to24_192to384',
+}
+# The hub names are the official names with '-' for '_'.
+_HF = {'microsoft/' + k.replace('_', '-'): v for k, v in _OFFICIAL.items()}
+ALIASES: Dict[str, str] = {
+    **_OFFICIAL, **_HF,
+    'swinv2_huge': 'swinv2_huge_window12_192', 'swinv2_giant': 'swinv2_giant_window12_192',
+}
+
+OVERRIDES = (
+    'num_classes', 'img_size', 'window_size', 'pretrained_window_sizes', 'drop_rate', 'attn_drop_rate',
+    'drop_path_rate', 'dtype', 'param_dtype', 'embed_dim', 'depths', 'num_heads', 'mlp_ratio',
+    'patch_size', 'in_chans', 'extra_norm_every',
+)
+
+
+def list_models(pattern: str = '*', aliases: bool = False) -> List[str]:
+    """Registered model names matching a shell-style pattern (timm names; `aliases=True` adds the
+    official and Hugging Face names)."""
+    names = list(VARIANTS) + (list(ALIASES) if aliases else [])
+    return sorted(n for n in names if fnmatch.fnmatch(n, pattern))
+
+
+def resolve_name(name: str) -> str:
+    """The canonical (timm) name of a registered name or alias; ValueError listing the valid ones."""
+    key = name.strip()
+    if key in VARIANTS:
+        return key
+    base = key.split('.')[0] if not key.startswith('microsoft/') else key  # timm pretrained tag
+    for cand in (base, base.lower(), 'microsoft/' + base.lower()):
+        if cand in VARIANTS:
+            return cand
+        if cand in ALIASES:
+            return ALIASES[cand]
+    close = difflib.get_close_matches(base.lower(), list(VARIANTS) + list(ALIASES), n=3, cutoff=0.6)
+    hint = f' Did you mean {", ".join(close)}?' if close else ''
+    raise ValueError(f'unknown model {name!r}.{hint} Valid names: {", ".join(list_models())} '
+                     f'(official and Hugging Face names are accepted too: list_models(aliases=True)).')
+
+
+def _per_stage(value, n: int, what: str):
+    """An int, a pair, or one int/pair per stage -> a tuple of n pairs."""
+    if isinstance(value, (int, float)) or (isinstance(value, (tuple, list)) and len(value) == 2
+                                           and all(isinstance(v, int) for v in value) and n != 2):
+        return (to_pair(value),) * n
+    value = tuple(value)
+    if len(value) != n:
+        raise ValueError(f'{what} needs one entry per stage ({n}), or a single int, got {value!r}')
+    return tuple(to_pair(v) for v in value)
+
+
+def _as_dtype(value):
+    return jnp.dtype(value).type if isinstance(value, str) else value
+
+
+def model_config(name: str, **overrides) -> Dict[str, Any]:
+    """The constructor arguments `create_model(name, **overrides)` uses (plain data, JSON-friendly
+    but for dtypes)."""
+    canonical = resolve_name(name)
+    unknown = sorted(set(overrides) - set(OVERRIDES))
+    if unknown:
+        raise ValueError(f'unknown override(s) {", ".join(unknown)} for create_model; valid overrides: '
+                         f'{", ".join(OVERRIDES)}')
+    cfg = dict(num_classes=1000, drop_path_rate=0.1, pretrained_window_sizes=0)
+    cfg.update(VARIANTS[canonical])
+    cfg.update(overrides)
+    return cfg
+
+
+def create_model(name: str, **overrides) -> SwinTransformerV2:
+    """Build a registered SwinV2 (timm, official or Hugging Face name) with optional overrides.
+
+    Overrides: num_classes (0: no head, pooled features out), img_size (int or (H, W)), window_size
+    (int, pair, or one per stage), pretrained_window_sizes (likewise, 0 = none), drop_rate,
+    attn_drop_rate, drop_path_rate, dtype, param_dtype, and the architecture fields embed_dim, depths,
+    num_heads, mlp_ratio, patch_size, in_chans, extra_norm_every (for reduced test models).
+    Raises ValueError for an unknown name or override and for a size the windows cannot tile.
+    """
+    cfg = model_config(name, **overrides)
+    n = len(cfg['depths'])
+    model = SwinTransformerV2(
+        img_size=to_pair(cfg['img_size']),
+        patch_size=int(cfg.get('patch_size', 4)),
+        in_chans=int(cfg.get('in_chans', 3)),
+        num_classes=int(cfg['num_classes']),
+        embed_dim=int(cfg['embed_dim']),
+        depths=tuple(int(d) for d in cfg['depths']),
+        num_heads=tuple(int(h) for h in cfg['num_heads']),
+        window_size=_per_stage(cfg['window_size'], n, 'window_size'),
+        pretrained_window_sizes=_per_stage(cfg['pretrained_window_sizes'], n, 'pretrained_window_sizes'),
+        mlp_ratio=float(cfg.get('mlp_ratio', 4.0)),
+        drop_rate=float(cfg.get('drop_rate', 0.0)),
+        attn_drop_rate=float(cfg.get('attn_drop_rate', 0.0)),
+        drop_path_rate=float(cfg['drop_path_rate']),
+        extra_norm_every=int(cfg.get('extra_norm_every', 0)),
+        dtype=_as_dtype(cfg.get('dtype', jnp.float32)),
+        param_dtype=_as_dtype(cfg.get('param_dtype', jnp.float32)),
+    )
+    model.check_config()
+    return model
+
+
+def model_fields(model: SwinTransformerV2) -> Dict[str, Any]:
+    """The architecture of a built model as plain data (for saving next to its weights)."""
+    out = {}
+    for f in dataclasses.fields(SwinTransformerV2):
+        if f.name in ('parent', 'name'):
+            continue
+        v = getattr(model, f.name)
+        if f.name in ('dtype', 'param_dtype'):
+            v = jnp.dtype(v).name
+        elif isinstance(v, tuple):
+            v = [list(x) if isinstance(x, tuple) else x for x in v]
+        out[f.name] = v
+    return out
+
+
+def model_from_fields(fields: Dict[str, Any]) -> SwinTransformerV2:
+    """Inverse of `model_fields`."""
+    kw = {}
+    for k, v in fields.items():
+        if k in ('dtype', 'param_dtype'):
+            v = jnp.dtype(v).type
+        elif isinstance(v, list):
+            v = tuple(tuple(x) if isinstance(x, list) else x for x in v)
+        kw[k] = v
+    model = SwinTransformerV2(**kw)
+    model.check_config()
+    return model

@@ -1,0 +1,560 @@
+"""Swin Transformer V2 in Flax Linen.
+
+"Swin Transformer V2: Scaling Up Capacity and Resolution", Liu et al. (CVPR 2022).
+
+Reads top to bottom like timm's `swin_transformer_v2.py`: window helpers and the constant tables
+(computed with numpy once per shape, never per image), attention, block, patch merging, stage, model.
+Numerics follow the official PyTorch code (microsoft/Swin-Transformer); see `shared/REFERENCE.md`:
+
+* scaled cosine attention, `logit_scale` clamped at log(100), q/v biases and no k bias;
+* log-spaced continuous position bias (CPB) from a 2-512-heads meta network, `16 * sigmoid`;
+* res-post-norm: `x + drop_path(norm(branch(x)))`, the norms zero-initialised;
+* shifted windows with the -100 mask; a window that does not fit the feature map is clipped to it
+  and its shift disabled (`resolution <= window`, per dimension as in timm and Hugging Face);
+* V2 patch merging (reduction then norm), placed at the start of stages 1-3 as in timm;
+* SwinV2-H/G: one more LayerNorm on the main branch every `extra_norm_every` blocks.
+
+Images are NHWC. Parameters are stored in `param_dtype`, computation runs in `dtype`; the cosine
+normalisation, the position bias, the logit scale and the softmax always run in float32 (bf16/fp16
+softmax of the large cosine logits is where the PyTorch versions produce NaNs).
+"""
+from __future__ import annotations
+
+import functools
+import math
+from typing import Any, Optional, Sequence, Tuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Dtype = Any
+Pair = Tuple[int, int]
+
+LN_EPS = 1e-5          # PyTorch LayerNorm default (Flax's is 1e-6)
+MASK_VALUE = -100.0    # official value added between tokens of different shifted regions
+LOGIT_SCALE_MAX = math.log(1.0 / 0.01)  # logit scale clamped at 100
+CPB_HIDDEN = 512
+
+
+def trunc_normal_init(std: float = 0.02, bound: float = 2.0):
+    """Official Linear init: normal(std) truncated at an *absolute* +-bound (timm's trunc_normal_).
+
+    With std 0.02 and bound 2 the truncation is at 100 std: it never binds, so a clipped normal is
+    the same distribution in practice (jax's truncated_normal truncates at +-2 std instead).
+    """
+    def init(key, shape, dtype=jnp.float32):
+        return jnp.clip(std * jax.random.normal(key, shape, dtype), -bound, bound)
+    return init
+
+
+def torch_conv_init(fan_in: int):
+    """PyTorch's default Conv2d init: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weight and bias."""
+    bound = 1.0 / math.sqrt(fan_in)
+
+    def init(key, shape, dtype=jnp.float32):
+        return jax.random.uniform(key, shape, dtype, -bound, bound)
+    return init
+
+
+def to_pair(x) -> Pair:
+    if isinstance(x, (tuple, list)):
+        if len(x) != 2:
+            raise ValueError(f'expected an int or a pair of ints, got {x!r}')
+        return int(x[0]), int(x[1])
+    return int(x), int(x)
+
+
+# ----------------------------------------------------------------------------------------------
+# Window helpers and the constant tables (numpy: computed once per shape at trace time)
+# ----------------------------------------------------------------------------------------------
+
+def window_partition(x: jax.Array, window: Pair) -> jax.Array:
+    """[B, H, W, C] -> [B, nW, Wh*Ww, C], windows in row-major order, tokens row-major inside."""
+    b, h, w, c = x.shape
+    wh, ww = window
+    x = x.reshape(b, h // wh, wh, w // ww, ww, c)
+    x = x.transpose(0, 1, 3, 2, 4, 5)
+    return x.reshape(b, (h // wh) * (w // ww), wh * ww, c)
+
+
+def window_reverse(windows: jax.Array, window: Pair, resolution: Pair) -> jax.Array:
+    """Inverse of `window_partition`: [B, nW, Wh*Ww, C] -> [B, H, W, C]."""
+    b, _, _, c = windows.shape
+    h, w = resolution
+    wh, ww = window
+    x = windows.reshape(b, h // wh, w // ww, wh, ww, c)
+    x = x.transpose(0, 1, 3, 2, 4, 5)
+    return x.reshape(b, h, w, c)
+
+
+@functools.lru_cache(maxsize=None)
+def relative_coords_table(window: Pair, pretrained_window: Pair = (0, 0)) -> np.ndarray:
+    """Log-spaced relative coordinates [2Wh-1, 2Ww-1, 2] (float32), the CPB meta network's input.
+
+    Offsets are normalised by the pretrained window size minus one when one is given (> 0), else
+    by the (clipped) window size minus one, scaled to [-8, 8] and mapped by
+    sign(x) * log2(|x| + 1) / log2(8). A window of 1 only has offset 0: the divisor is guarded.
+    """
+    wh, ww = window
+    dh = np.arange(-(wh - 1), wh, dtype=np.float32)
+    dw = np.arange(-(ww - 1), ww, dtype=np.float32)
+    table = np.stack(np.meshgrid(dh, dw, indexing='ij'), axis=-1)
+    if pretrained_window[0] > 0:
+        div = (max(pretrained_window[0] - 1, 1), max(pretrained_window[1] - 1, 1))
+    else:
+        div = (max(wh - 1, 1), max(ww - 1, 1))
+    table = table / np.asarray(div, np.float32)
+    table = table * np.float32(8.0)
+    table = np.sign(table) * np.log2(np.abs(table) + np.float32(1.0)) / np.float32(np.log2(8.0))
+    return table.astype(np.float32)
+
+
+@functools.lru_cache(maxsize=None)
+def relative_position_index(window: Pair) -> np.ndarray:
+    """[N, N] index into the flattened [2Wh-1, 2Ww-1] table for tokens i, j of a window."""
+    wh, ww = window
+    coords = np.stack(np.meshgrid(np.arange(wh), np.arange(ww), indexing='ij')).reshape(2, -1)
+    rel = coords[:, :, None] - coords[:, None, :]
+    return ((rel[0] + wh - 1) * (2 * ww - 1) + (rel[1] + ww - 1)).astype(np.int32)
+
+
+@functools.lru_cache(maxsize=None)
+def shifted_window_mask(resolution: Pair, window: Pair, shift: Pair) -> Optional[np.ndarray]:
+    """[nW, N, N] additive mask (0 or -100) of a shifted-window block, None when unshifted."""
+    if not any(shift):
+        return None
+    h, w = resolution
+    img = np.zeros((1, h, w, 1), np.float32)
+    region = 0
+    for hs in (slice(0, -window[0]), slice(-window[0], -shift[0]), slice(-shift[0], None)):
+        for ws in (slice(0, -window[1]), slice(-window[1], -shift[1]), slice(-shift[1], None)):
+            img[:, hs, ws, :] = region
+            region += 1
+    ids = np.asarray(window_partition(img, window))[0, :, :, 0]  # [nW, N]
+    diff = ids[:, None, :] - ids[:, :, None]
+    return np.where(diff != 0, MASK_VALUE, 0.0).astype(np.float32)
+
+
+def window_and_shift(resolution: Pair, window: Pair, shift: Pair) -> Tuple[Pair, Pair]:
+    """The window is clipped to a feature map no larger than it, and its shift disabled (`<=`)."""
+    new_window = tuple(r if r <= w else w for r, w in zip(resolution, window))
+    new_shift = tuple(0 if r <= w else s for r, w, s in zip(resolution, new_window, shift))
+    return new_window, new_shift
+
+
+def l2_normalize(x: jax.Array, eps: float = 1e-12) -> jax.Array:
+    """x / max(||x||, eps) over the last axis, written with rsqrt so that a zero vector has a finite
+    gradient (the max/norm form has NaN gradients at 0; PyTorch's F.normalize does not)."""
+    sq = jnp.sum(x * x, axis=-1, keepdims=True)
+    return x * jax.lax.rsqrt(jnp.maximum(sq, eps * eps))
+
+
+# ----------------------------------------------------------------------------------------------
+# Layers
+# ----------------------------------------------------------------------------------------------
+
+def layer_norm(name: str, dtype: Dtype, param_dtype: Dtype, zero_init: bool = False) -> nn.LayerNorm:
+    init = nn.initializers.zeros if zero_init else nn.initializers.ones
+    bias_init = nn.initializers.zeros
+    return nn.LayerNorm(epsilon=LN_EPS, dtype=dtype, param_dtype=param_dtype, use_fast_variance=False,
+                        scale_init=init, bias_init=bias_init, name=name)
+
+
+def dense(features: int, name: str, dtype: Dtype, param_dtype: Dtype, use_bias: bool = True) -> nn.Dense:
+    return nn.Dense(features, use_bias=use_bias, dtype=dtype, param_dtype=param_dtype,
+                    kernel_init=trunc_normal_init(0.02), bias_init=nn.initializers.zeros, name=name)
+
+
+class DropPath(nn.Module):
+    """Stochastic depth: drops the whole residual branch per sample (rng stream 'dropout')."""
+    rate: float
+
+    @nn.compact
+    def __call__(self, x: jax.Array, deterministic: bool) -> jax.Array:
+        if deterministic or self.rate == 0.0:
+            return x
+        keep = 1.0 - self.rate
+        mask = jax.random.bernoulli(self.make_rng('dropout'), keep, (x.shape[0],) + (1,) * (x.ndim - 1))
+        return jnp.where(mask, x / keep, jnp.zeros_like(x))
+
+
+class WindowAttention(nn.Module):
+    """Scaled cosine window attention with a log-spaced continuous position bias.
+
+    Attributes:
+      dim: channels C.
+      num_heads: attention heads; head dim is C // num_heads.
+      window: (Wh, Ww) window actually used (already clipped to the feature map).
+      pretrained_window: the window size the CPB coordinates are normalised by; (0, 0) for none.
+      attn_drop, proj_drop: dropout rates on the attention probabilities and on the output.
+    """
+    dim: int
+    num_heads: int
+    window: Pair
+    pretrained_window: Pair = (0, 0)
+    attn_drop: float = 0.0
+    proj_drop: float = 0.0
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    def position_bias(self) -> jax.Array:
+        """[heads, N, N] float32 bias; depends on the window and the weights only, not the images."""
+        coords = jnp.asarray(relative_coords_table(self.window, self.pretrained_window))
+        h = dense(CPB_HIDDEN, 'cpb_mlp_0', jnp.float32, self.param_dtype)(coords)
+        h = nn.relu(h)
+        table = dense(self.num_heads, 'cpb_mlp_2', jnp.float32, self.param_dtype, use_bias=False)(h)
+        table = table.reshape(-1, self.num_heads)
+        index = relative_position_index(self.window)
+        bias = jnp.take(table, index.reshape(-1), axis=0).reshape(index.shape + (self.num_heads,))
+        return 16.0 * jax.nn.sigmoid(bias.transpose(2, 0, 1))
+
+    @nn.compact
+    def __call__(self, x: jax.Array, mask: Optional[np.ndarray], deterministic: bool) -> jax.Array:
+        """x: [B, nW, N, C]; mask: [nW, N, N] or None. Returns [B, nW, N, C]."""
+        b, nw, n, c = x.shape
+        heads = self.num_heads
+        q_bias = self.param('q_bias', nn.initializers.zeros, (c,), self.param_dtype)
+        v_bias = self.param('v_bias', nn.initializers.zeros, (c,), self.param_dtype)
+        logit_scale = self.param('logit_scale', lambda k, s, d: jnp.full(s, math.log(10.0), d),
+                                 (heads, 1, 1), self.param_dtype)
+
+        qkv_bias = jnp.concatenate([q_bias, jnp.zeros_like(q_bias), v_bias]).astype(self.dtype)
+        qkv = dense(3 * c, 'qkv', self.dtype, self.param_dtype, use_bias=False)(x) + qkv_bias
+        qkv = qkv.reshape(b, nw, n, 3, heads, c // heads)
+        q, k, v = qkv[:, :, :, 0], qkv[:, :, :, 1], qkv[:, :, :, 2]  # [B, nW, N, heads, d]
+
+        q = l2_normalize(q.astype(jnp.float32))
+        k = l2_normalize(k.astype(jnp.float32))
+        scale = jnp.exp(jnp.minimum(logit_scale.astype(jnp.float32), LOGIT_SCALE_MAX))  # [heads, 1, 1]
+        logits = jnp.einsum('bwnhd,bwmhd->bwhnm', q, k) * scale
+        logits = logits + self.position_bias()
+        if mask is not None:
+            logits = logits + jnp.asarray(mask)[None, :, None]
+        probs = jax.nn.softmax(logits, axis=-1)
+        probs = nn.Dropout(self.attn_drop)(probs, deterministic=deterministic).astype(self.dtype)
+
+        out = jnp.einsum('bwhnm,bwmhd->bwnhd', probs, v).reshape(b, nw, n, c)
+        out = dense(c, 'proj', self.dtype, self.param_dtype)(out)
+        return nn.Dropout(self.proj_drop)(out, deterministic=deterministic)
+
+
+class Mlp(nn.Module):
+    hidden: int
+    drop: float = 0.0
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, deterministic: bool) -> jax.Array:
+        c = x.shape[-1]
+        x = dense(self.hidden, 'fc1', self.dtype, self.param_dtype)(x)
+        x = nn.gelu(x, approximate=False)  # exact (erf) GELU as torch.nn.GELU()
+        x = nn.Dropout(self.drop)(x, deterministic=deterministic)
+        x = dense(c, 'fc2', self.dtype, self.param_dtype)(x)
+        return nn.Dropout(self.drop)(x, deterministic=deterministic)
+
+
+class SwinTransformerV2Block(nn.Module):
+    """(Shifted) window attention and MLP, each with res-post-norm: x + drop_path(norm(f(x))).
+
+    Attributes:
+      resolution: the (H, W) feature map the block runs on.
+      window, shift: the window and shift actually used (see `window_and_shift`).
+    """
+    dim: int
+    num_heads: int
+    resolution: Pair
+    window: Pair
+    shift: Pair
+    pretrained_window: Pair = (0, 0)
+    mlp_ratio: float = 4.0
+    drop: float = 0.0
+    attn_drop: float = 0.0
+    drop_path: float = 0.0
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, deterministic: bool = True) -> jax.Array:
+        shortcut = x
+        shifted = any(self.shift)
+        if shifted:
+            x = jnp.roll(x, (-self.shift[0], -self.shift[1]), axis=(1, 2))
+        windows = window_partition(x, self.window)
+        windows = WindowAttention(
+            self.dim, self.num_heads, self.window, self.pretrained_window, self.attn_drop, self.drop,
+            dtype=self.dtype, param_dtype=self.param_dtype, name='attn',
+        )(windows, shifted_window_mask(self.resolution, self.window, self.shift), deterministic)
+        x = window_reverse(windows, self.window, self.resolution)
+        if shifted:
+            x = jnp.roll(x, self.shift, axis=(1, 2))
+
+        drop_path = DropPath(self.drop_path)
+        norm1 = layer_norm('norm1', self.dtype, self.param_dtype, zero_init=True)
+        x = shortcut + drop_path(norm1(x), deterministic)
+        mlp = Mlp(int(self.dim * self.mlp_ratio), self.drop, self.dtype, self.param_dtype, name='mlp')
+        norm2 = layer_norm('norm2', self.dtype, self.param_dtype, zero_init=True)
+        return x + drop_path(norm2(mlp(x, deterministic)), deterministic)
+
+
+class PatchEmbed(nn.Module):
+    """Non-overlapping patch x patch convolution to C channels, then LayerNorm. NHWC in and out."""
+    embed_dim: int
+    patch_size: int
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        p = self.patch_size
+        init = torch_conv_init(x.shape[-1] * p * p)
+        x = nn.Conv(self.embed_dim, (p, p), strides=(p, p), padding='VALID', dtype=self.dtype,
+                    param_dtype=self.param_dtype, kernel_init=init, bias_init=init, name='proj')(x)
+        return layer_norm('norm', self.dtype, self.param_dtype)(x)
+
+
+class PatchMerging(nn.Module):
+    """V2 patch merging: 2x2 neighbours concatenated [4C] -> Linear(4C -> 2C, no bias) -> LayerNorm."""
+    out_dim: int
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        b, h, w, c = x.shape
+        # channel order x0=(0::2, 0::2), x1=(1::2, 0::2), x2=(0::2, 1::2), x3=(1::2, 1::2)
+        x = x.reshape(b, h // 2, 2, w // 2, 2, c).transpose(0, 1, 3, 4, 2, 5).reshape(b, h // 2, w // 2, 4 * c)
+        x = dense(self.out_dim, 'reduction', self.dtype, self.param_dtype, use_bias=False)(x)
+        return layer_norm('norm', self.dtype, self.param_dtype)(x)
+
+
+class SwinTransformerV2Stage(nn.Module):
+    """Optional patch merging, then `depth` blocks alternating unshifted and shifted windows.
+
+    `extra_norm_every` > 0 adds a LayerNorm on the main branch after every that many blocks of the
+    stage (SwinV2-H/G; see `SwinTransformerV2`).
+    """
+    dim: int
+    depth: int
+    num_heads: int
+    resolution: Pair            # after the downsampling
+    window: Pair                # requested window; each block clips it to the feature map
+    pretrained_window: Pair = (0, 0)
+    downsample: bool = False
+    mlp_ratio: float = 4.0
+    drop: float = 0.0
+    attn_drop: float = 0.0
+    drop_path: Sequence[float] = ()
+    extra_norm_every: int = 0
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, deterministic: bool = True) -> jax.Array:
+        if self.downsample:
+            x = PatchMerging(self.dim, self.dtype, self.param_dtype, name='downsample')(x)
+        for i in range(self.depth):
+            target_shift = (0, 0) if i % 2 == 0 else (self.window[0] // 2, self.window[1] // 2)
+            window, shift = window_and_shift(self.resolution, self.window, target_shift)
+            x = SwinTransformerV2Block(
+                self.dim, self.num_heads, self.resolution, window, shift, self.pretrained_window,
+                self.mlp_ratio, self.drop, self.attn_drop, self.drop_path[i],
+                dtype=self.dtype, param_dtype=self.param_dtype, name=f'blocks_{i}',
+            )(x, deterministic)
+            if self.extra_norm_every and (i + 1) % self.extra_norm_every == 0:
+                x = layer_norm(f'extra_norm_{i}', self.dtype, self.param_dtype)(x)
+        return x
+
+
+# ----------------------------------------------------------------------------------------------
+# Model
+# ----------------------------------------------------------------------------------------------
+
+class SwinTransformerV2(nn.Module):
+    """Swin Transformer V2 classifier / backbone on NHWC images.
+
+    Attributes:
+      img_size: (H, W) of the input images; the windows, masks and bias tables are built for it.
+      patch_size: patch embedding stride and kernel (4 in every released model).
+      in_chans: input channels.
+      num_classes: classifier outputs; 0 returns the pooled features (no head).
+      embed_dim: C, channels of stage 0 (stage i has C * 2**i).
+      depths, num_heads: blocks and attention heads per stage.
+      window_size: per-stage requested window (each block clips it to its feature map).
+      pretrained_window_sizes: per-stage window the CPB coordinates are normalised by (0 = none);
+        set it to the pre-training windows when fine-tuning at another window size.
+      mlp_ratio: MLP hidden size / C.
+      drop_rate: dropout after the patch embedding, in the MLPs and after the attention projection.
+      attn_drop_rate: dropout on attention probabilities.
+      drop_path_rate: stochastic depth, growing linearly from 0 to this over all blocks.
+      extra_norm_every: SwinV2-H/G's extra main-branch LayerNorm period in blocks (0 = off).
+      dtype: computation dtype; param_dtype: parameter storage dtype.
+    """
+    img_size: Pair = (224, 224)
+    patch_size: int = 4
+    in_chans: int = 3
+    num_classes: int = 1000
+    embed_dim: int = 96
+    depths: Tuple[int, ...] = (2, 2, 6, 2)
+    num_heads: Tuple[int, ...] = (3, 6, 12, 24)
+    window_size: Tuple[Pair, ...] = ((7, 7),) * 4
+    pretrained_window_sizes: Tuple[Pair, ...] = ((0, 0),) * 4
+    mlp_ratio: float = 4.0
+    drop_rate: float = 0.0
+    attn_drop_rate: float = 0.0
+    drop_path_rate: float = 0.1
+    extra_norm_every: int = 0
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    # -- static geometry --------------------------------------------------------------------------
+    @property
+    def num_stages(self) -> int:
+        return len(self.depths)
+
+    @property
+    def num_features(self) -> int:
+        return self.embed_dim * 2 ** (self.num_stages - 1)
+
+    @property
+    def stage_dims(self) -> Tuple[int, ...]:
+        return tuple(self.embed_dim * 2 ** i for i in range(self.num_stages))
+
+    @property
+    def stage_resolutions(self) -> Tuple[Pair, ...]:
+        h, w = self.img_size[0] // self.patch_size, self.img_size[1] // self.patch_size
+        return tuple((h // 2 ** i, w // 2 ** i) for i in range(self.num_stages))
+
+    def stage_windows(self) -> Tuple[Tuple[Pair, Pair], ...]:
+        """Per stage: (window, shift of the odd blocks) as the blocks will use them."""
+        out = []
+        for res, win in zip(self.stage_resolutions, self.window_size):
+            out.append(window_and_shift(res, tuple(win), (win[0] // 2, win[1] // 2)))
+        return tuple(out)
+
+    def geometry_errors(self) -> list:
+        """Every reason this configuration cannot run, as sentences (empty when it can)."""
+        errors = []
+        n = self.num_stages
+        for field in ('num_heads', 'window_size', 'pretrained_window_sizes'):
+            if len(getattr(self, field)) != n:
+                errors.append(f'{field} has {len(getattr(self, field))} entries for {n} stages')
+        if errors:
+            return errors
+        for dim, heads, i in zip(self.stage_dims, self.num_heads, range(n)):
+            if dim % heads:
+                errors.append(f'stage {i}: {dim} channels do not split into {heads} heads')
+        h, w = self.img_size
+        p = self.patch_size
+        if h % p or w % p:
+            errors.append(f'img_size {h}x{w} is not a multiple of the patch size {p}')
+            return errors
+        res = (h // p, w // p)
+        for i in range(1, n):
+            if res[0] % 2 or res[1] % 2:
+                errors.append(f'stage {i - 1} feature map {res[0]}x{res[1]} is odd and cannot be '
+                              f'merged 2x2 into stage {i}')
+                return errors
+            res = (res[0] // 2, res[1] // 2)
+        for i, (res, (win, _)) in enumerate(zip(self.stage_resolutions, self.stage_windows())):
+            if res[0] % win[0] or res[1] % win[1]:
+                errors.append(f'stage {i} feature map {res[0]}x{res[1]} is not divisible by its '
+                              f'window {win[0]}x{win[1]}')
+        return errors
+
+    def valid_sizes_near(self, size: int, axis: int = 0, count: int = 2) -> list:
+        """The nearest image sides (along `axis`) this configuration accepts, for error messages."""
+        found = []
+        step = self.patch_size
+        for delta in range(0, 64 * step * 2 ** self.num_stages, step):
+            for cand in sorted({size - size % step - delta, size - size % step + step + delta}):
+                if cand <= 0 or cand in found:
+                    continue
+                img = list(self.img_size)
+                img[axis] = cand
+                if not self.clone(parent=None, img_size=tuple(img)).geometry_errors():
+                    found.append(cand)
+            if len(found) >= count:
+                break
+        return sorted(found)
+
+    def check_config(self):
+        errors = self.geometry_errors()
+        if errors:
+            hints = []
+            if len(self.window_size) == self.num_stages:
+                for axis in (0, 1):
+                    near = self.valid_sizes_near(self.img_size[axis], axis)
+                    if near:
+                        hints.append(f'{"height" if axis == 0 else "width"}: {" or ".join(map(str, near))}')
+            hint = f' Sizes that work with these windows: {"; ".join(hints)}.' if hints else ''
+            raise ValueError(f'SwinTransformerV2 cannot run at img_size={self.img_size[0]}x{self.img_size[1]} '
+                             f'with window_size={[tuple(w) for w in self.window_size]}: '
+                             + '; '.join(errors) + '.' + hint
+                             + ' Pass another img_size or window_size to create_model.')
+
+    def check_input(self, x: jax.Array):
+        if x.ndim != 4:
+            raise ValueError(f'expected NHWC images of shape [batch, {self.img_size[0]}, {self.img_size[1]}, '
+                             f'{self.in_chans}], got an array of shape {tuple(x.shape)}; add a batch axis '
+                             f'with x[None] for a single image')
+        if x.shape[-1] != self.in_chans:
+            hint = (f'; it looks like NCHW: transpose with x.transpose(0, 2, 3, 1)'
+                    if x.shape[1] == self.in_chans else '')
+            raise ValueError(f'expected {self.in_chans} channels last (NHWC), got shape {tuple(x.shape)}{hint}')
+        if not jnp.issubdtype(x.dtype, jnp.floating):
+            raise ValueError(f'expected floating-point images, got dtype {x.dtype}; convert with '
+                             f'x.astype(jnp.float32) and normalise (ImageNet mean/std) first')
+        if tuple(x.shape[1:3]) != tuple(self.img_size):
+            raise ValueError(f'this model was built for {self.img_size[0]}x{self.img_size[1]} images, got '
+                             f'{x.shape[1]}x{x.shape[2]}; resize the images, or build the model for this '
+                             f'size with create_model(name, img_size=({x.shape[1]}, {x.shape[2]})) and the '
+                             f'same weights (the window must divide every stage: see the error it raises)')
+
+    # -- modules ----------------------------------------------------------------------------------
+    def setup(self):
+        self.check_config()
+        self.patch_embed = PatchEmbed(self.embed_dim, self.patch_size, self.dtype, self.param_dtype)
+        self.pos_drop = nn.Dropout(self.drop_rate)
+
+        total = sum(self.depths)
+        rates = np.linspace(0.0, self.drop_path_rate, total) if total > 1 else np.zeros(total)
+        stages, start = [], 0
+        for i in range(self.num_stages):
+            stages.append(SwinTransformerV2Stage(
+                dim=self.stage_dims[i], depth=self.depths[i], num_heads=self.num_heads[i],
+                resolution=self.stage_resolutions[i], window=tuple(self.window_size[i]),
+                pretrained_window=tuple(self.pretrained_window_sizes[i]), downsample=i > 0,
+                mlp_ratio=self.mlp_ratio, drop=self.drop_rate, attn_drop=self.attn_drop_rate,
+                drop_path=tuple(float(r) for r in rates[start:start + self.depths[i]]),
+                extra_norm_every=self.extra_norm_every, dtype=self.dtype, param_dtype=self.param_dtype,
+                name=f'layers_{i}'))
+            start += self.depths[i]
+        self.layers = stages
+        self.norm = layer_norm('norm', self.dtype, self.param_dtype)
+        if self.num_classes > 0:
+            self.head = dense(self.num_classes, 'head', self.dtype, self.param_dtype)
+
+    def features(self, x: jax.Array, train: bool = False) -> list:
+        """The stage outputs [B, H/s, W/s, C_i] for strides s = 4, 8, 16, 32 (before downsampling)."""
+        self.check_input(x)
+        x = self.patch_embed(x.astype(self.dtype))
+        x = self.pos_drop(x, deterministic=not train)
+        outs = []
+        for stage in self.layers:
+            x = stage(x, not train)
+            outs.append(x)
+        return outs
+
+    def pooled_features(self, x: jax.Array, train: bool = False) -> jax.Array:
+        """Final LayerNorm and global average pool: [B, num_features]."""
+        x = self.norm(self.features(x, train)[-1])
+        return jnp.mean(x, axis=(1, 2))
+
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        x = self.pooled_features(x, train)
+        if self.num_classes > 0:
+            x = self.head(x)
+        return x
