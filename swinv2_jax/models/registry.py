@@ -69,7 +69,8 @@ ALIASES: Dict[str, str] = {
 OVERRIDES = (
     'num_classes', 'img_size', 'window_size', 'pretrained_window_sizes', 'drop_rate', 'attn_drop_rate',
     'drop_path_rate', 'dtype', 'param_dtype', 'embed_dim', 'depths', 'num_heads', 'mlp_ratio',
-    'patch_size', 'in_chans', 'extra_norm_every',
+    'patch_size', 'in_chans', 'extra_norm_every', 'remat_policy', 'sequential_attention',
+    'attention_chunk_size',
 )
 
 
@@ -132,7 +133,9 @@ def create_model(name: str, **overrides) -> SwinTransformerV2:
     Overrides: num_classes (0: no head, pooled features out), img_size (int or (H, W)), window_size
     (int, pair, or one per stage), pretrained_window_sizes (likewise, 0 = none), drop_rate,
     attn_drop_rate, drop_path_rate, dtype, param_dtype, and the architecture fields embed_dim, depths,
-    num_heads, mlp_ratio, patch_size, in_chans, extra_norm_every (for reduced test models).
+    num_heads, mlp_ratio, patch_size, in_chans, extra_norm_every (for reduced test models), and the
+    memory switches remat_policy ('none', 'full', 'dots', 'dots_no_batch'), sequential_attention
+    (stage indices) and attention_chunk_size (windows per step), which never change the numbers.
     Raises ValueError for an unknown name or override and for a size the windows cannot tile.
     """
     cfg = model_config(name, **overrides)
@@ -152,6 +155,9 @@ def create_model(name: str, **overrides) -> SwinTransformerV2:
         attn_drop_rate=float(cfg.get('attn_drop_rate', 0.0)),
         drop_path_rate=float(cfg['drop_path_rate']),
         extra_norm_every=int(cfg.get('extra_norm_every', 0)),
+        remat_policy=str(cfg.get('remat_policy', 'none')),
+        sequential_attention=tuple(int(i) for i in cfg.get('sequential_attention', ())),
+        attention_chunk_size=int(cfg.get('attention_chunk_size', 8)),
         dtype=_as_dtype(cfg.get('dtype', jnp.float32)),
         param_dtype=_as_dtype(cfg.get('param_dtype', jnp.float32)),
     )

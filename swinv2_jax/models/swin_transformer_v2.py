@@ -155,6 +155,29 @@ def l2_normalize(x: jax.Array, eps: float = 1e-12) -> jax.Array:
 # Layers
 # ----------------------------------------------------------------------------------------------
 
+def _checkpoint_policy(*names):
+    for n in names:  # the names moved between jax releases
+        if hasattr(jax.checkpoint_policies, n):
+            return getattr(jax.checkpoint_policies, n)
+    raise AttributeError(f'jax.checkpoint_policies has none of {names}')
+
+
+REMAT_POLICIES = {
+    'none': None,                                     # save everything (no rematerialisation)
+    'full': ('nothing_saveable',),                    # save only each block's input
+    'dots': ('dots_saveable', 'checkpoint_dots'),     # save matmul outputs, recompute the rest
+    'dots_no_batch': ('dots_with_no_batch_dims_saveable', 'checkpoint_dots_with_no_batch_dims'),
+}
+
+
+def remat_policy(name: str):
+    """The `jax.checkpoint_policies` entry of a `remat_policy` name (None for 'none')."""
+    if name not in REMAT_POLICIES:
+        raise ValueError(f'unknown remat_policy {name!r}; valid: {", ".join(REMAT_POLICIES)}')
+    names = REMAT_POLICIES[name]
+    return None if names is None else _checkpoint_policy(*names)
+
+
 def layer_norm(name: str, dtype: Dtype, param_dtype: Dtype, zero_init: bool = False) -> nn.LayerNorm:
     init = nn.initializers.zeros if zero_init else nn.initializers.ones
     bias_init = nn.initializers.zeros
@@ -189,6 +212,8 @@ class WindowAttention(nn.Module):
       window: (Wh, Ww) window actually used (already clipped to the feature map).
       pretrained_window: the window size the CPB coordinates are normalised by; (0, 0) for none.
       attn_drop, proj_drop: dropout rates on the attention probabilities and on the output.
+      chunk_size: 0 computes all windows at once; > 0 computes `chunk_size` windows at a time with
+        `jax.lax.map` (sequential attention; see `sequential_attention`).
     """
     dim: int
     num_heads: int
@@ -196,6 +221,7 @@ class WindowAttention(nn.Module):
     pretrained_window: Pair = (0, 0)
     attn_drop: float = 0.0
     proj_drop: float = 0.0
+    chunk_size: int = 0
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
@@ -225,19 +251,69 @@ class WindowAttention(nn.Module):
         qkv = qkv.reshape(b, nw, n, 3, heads, c // heads)
         q, k, v = qkv[:, :, :, 0], qkv[:, :, :, 1], qkv[:, :, :, 2]  # [B, nW, N, heads, d]
 
-        q = l2_normalize(q.astype(jnp.float32))
-        k = l2_normalize(k.astype(jnp.float32))
         scale = jnp.exp(jnp.minimum(logit_scale.astype(jnp.float32), LOGIT_SCALE_MAX))  # [heads, 1, 1]
-        logits = jnp.einsum('bwnhd,bwmhd->bwhnm', q, k) * scale
-        logits = logits + self.position_bias()
-        if mask is not None:
-            logits = logits + jnp.asarray(mask)[None, :, None]
-        probs = jax.nn.softmax(logits, axis=-1)
-        probs = nn.Dropout(self.attn_drop)(probs, deterministic=deterministic).astype(self.dtype)
-
-        out = jnp.einsum('bwhnm,bwmhd->bwnhd', probs, v).reshape(b, nw, n, c)
-        out = dense(c, 'proj', self.dtype, self.param_dtype)(out)
+        bias = self.position_bias()
+        mask = None if mask is None else jnp.asarray(mask)
+        drop = 0.0 if deterministic else self.attn_drop
+        rng = self.make_rng('dropout') if drop > 0.0 else None
+        if self.chunk_size:
+            out = sequential_attention(q, k, v, scale, bias, mask, rng, drop, self.chunk_size)
+        else:
+            out = attention_core(q, k, v, scale, bias, mask, rng, drop)
+        out = dense(c, 'proj', self.dtype, self.param_dtype)(out.reshape(b, nw, n, c))
         return nn.Dropout(self.proj_drop)(out, deterministic=deterministic)
+
+
+def attention_core(q, k, v, scale, bias, mask, rng, drop: float) -> jax.Array:
+    """Scaled cosine attention of [B, w, N, heads, d] windows: softmax(cos(q, k) * scale + bias + mask) v.
+
+    The normalisation, logits and softmax run in float32 whatever the compute dtype; the
+    probabilities are cast back to v's dtype for the second matmul.
+    """
+    q = l2_normalize(q.astype(jnp.float32))
+    k = l2_normalize(k.astype(jnp.float32))
+    logits = jnp.einsum('bwnhd,bwmhd->bwhnm', q, k) * scale + bias
+    if mask is not None:
+        logits = logits + mask[None, :, None]
+    probs = jax.nn.softmax(logits, axis=-1)
+    if rng is not None:
+        keep = jax.random.bernoulli(rng, 1.0 - drop, probs.shape)
+        probs = jnp.where(keep, probs / (1.0 - drop), 0.0)
+    return jnp.einsum('bwhnm,bwmhd->bwnhd', probs.astype(v.dtype), v)
+
+
+def chunk_windows(num_windows: int, chunk: int) -> int:
+    """Windows per chunk: the largest divisor of the window count not above `chunk`."""
+    chunk = max(1, min(chunk, num_windows))
+    while num_windows % chunk:
+        chunk -= 1
+    return chunk
+
+
+def sequential_attention(q, k, v, scale, bias, mask, rng, drop: float, chunk: int) -> jax.Array:
+    """`attention_core` a chunk of windows at a time (the paper's sequential self-attention).
+
+    The chunk body is rematerialised: without its own checkpoint the backward pass of `lax.map`
+    would stack every chunk's probabilities again, and the [B, nW, heads, N, N] logits would
+    exist at once after all. Numerically identical to `attention_core`.
+    """
+    b, nw = q.shape[:2]
+    chunk = chunk_windows(nw, chunk)
+    nc = nw // chunk
+
+    def split(a):  # [B, nW, ...] -> [chunks, B, chunk, ...]
+        return a.reshape(b, nc, chunk, *a.shape[2:]).swapaxes(0, 1)
+
+    xs = dict(q=split(q), k=split(k), v=split(v),
+              mask=None if mask is None else mask.reshape(nc, chunk, *mask.shape[1:]),
+              rng=None if rng is None else jax.random.split(rng, nc))
+
+    @jax.checkpoint
+    def body(xc):
+        return attention_core(xc['q'], xc['k'], xc['v'], scale, bias, xc['mask'], xc['rng'], drop)
+
+    out = jax.lax.map(body, xs)  # [chunks, B, chunk, N, heads, d]
+    return out.swapaxes(0, 1).reshape(b, nw, *out.shape[3:])
 
 
 class Mlp(nn.Module):
@@ -262,6 +338,7 @@ class SwinTransformerV2Block(nn.Module):
     Attributes:
       resolution: the (H, W) feature map the block runs on.
       window, shift: the window and shift actually used (see `window_and_shift`).
+      attention_chunk: windows per `lax.map` step of sequential attention (0 = all at once).
     """
     dim: int
     num_heads: int
@@ -273,6 +350,7 @@ class SwinTransformerV2Block(nn.Module):
     drop: float = 0.0
     attn_drop: float = 0.0
     drop_path: float = 0.0
+    attention_chunk: int = 0
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
@@ -285,7 +363,7 @@ class SwinTransformerV2Block(nn.Module):
         windows = window_partition(x, self.window)
         windows = WindowAttention(
             self.dim, self.num_heads, self.window, self.pretrained_window, self.attn_drop, self.drop,
-            dtype=self.dtype, param_dtype=self.param_dtype, name='attn',
+            self.attention_chunk, dtype=self.dtype, param_dtype=self.param_dtype, name='attn',
         )(windows, shifted_window_mask(self.resolution, self.window, self.shift), deterministic)
         x = window_reverse(windows, self.window, self.resolution)
         if shifted:
@@ -334,7 +412,7 @@ class SwinTransformerV2Stage(nn.Module):
     """Optional patch merging, then `depth` blocks alternating unshifted and shifted windows.
 
     `extra_norm_every` > 0 adds a LayerNorm on the main branch after every that many blocks of the
-    stage (SwinV2-H/G; see `SwinTransformerV2`).
+    stage (SwinV2-H/G; see `SwinTransformerV2`). `remat_policy` wraps each block in `nn.remat`.
     """
     dim: int
     depth: int
@@ -348,6 +426,8 @@ class SwinTransformerV2Stage(nn.Module):
     attn_drop: float = 0.0
     drop_path: Sequence[float] = ()
     extra_norm_every: int = 0
+    attention_chunk: int = 0
+    remat_policy: str = 'none'
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
@@ -355,12 +435,16 @@ class SwinTransformerV2Stage(nn.Module):
     def __call__(self, x: jax.Array, deterministic: bool = True) -> jax.Array:
         if self.downsample:
             x = PatchMerging(self.dim, self.dtype, self.param_dtype, name='downsample')(x)
+        block = SwinTransformerV2Block
+        if self.remat_policy != 'none':
+            # argnum 0 is the module itself: `deterministic` (2) is a Python bool
+            block = nn.remat(block, policy=remat_policy(self.remat_policy), static_argnums=(2,))
         for i in range(self.depth):
             target_shift = (0, 0) if i % 2 == 0 else (self.window[0] // 2, self.window[1] // 2)
             window, shift = window_and_shift(self.resolution, self.window, target_shift)
-            x = SwinTransformerV2Block(
+            x = block(
                 self.dim, self.num_heads, self.resolution, window, shift, self.pretrained_window,
-                self.mlp_ratio, self.drop, self.attn_drop, self.drop_path[i],
+                self.mlp_ratio, self.drop, self.attn_drop, self.drop_path[i], self.attention_chunk,
                 dtype=self.dtype, param_dtype=self.param_dtype, name=f'blocks_{i}',
             )(x, deterministic)
             if self.extra_norm_every and (i + 1) % self.extra_norm_every == 0:
@@ -390,7 +474,12 @@ class SwinTransformerV2(nn.Module):
       attn_drop_rate: dropout on attention probabilities.
       drop_path_rate: stochastic depth, growing linearly from 0 to this over all blocks.
       extra_norm_every: SwinV2-H/G's extra main-branch LayerNorm period in blocks (0 = off).
-      dtype: computation dtype; param_dtype: parameter storage dtype.
+      remat_policy: activation checkpointing of each block: 'none', 'full' (save only the block
+        input), 'dots' (save matmul outputs), 'dots_no_batch' (save matmuls without batch dims).
+      sequential_attention: stage indices whose window attention runs `attention_chunk_size`
+        windows at a time (`jax.lax.map` with a rematerialised body); the paper uses (0, 1).
+      dtype: computation dtype (e.g. jnp.bfloat16); param_dtype: parameter storage dtype.
+      None of remat_policy, sequential_attention or attention_chunk_size changes the numbers.
     """
     img_size: Pair = (224, 224)
     patch_size: int = 4
@@ -406,6 +495,9 @@ class SwinTransformerV2(nn.Module):
     attn_drop_rate: float = 0.0
     drop_path_rate: float = 0.1
     extra_norm_every: int = 0
+    remat_policy: str = 'none'
+    sequential_attention: Tuple[int, ...] = ()
+    attention_chunk_size: int = 8
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
@@ -443,6 +535,13 @@ class SwinTransformerV2(nn.Module):
                 errors.append(f'{field} has {len(getattr(self, field))} entries for {n} stages')
         if errors:
             return errors
+        if self.remat_policy not in REMAT_POLICIES:
+            errors.append(f'unknown remat_policy {self.remat_policy!r} (valid: {", ".join(REMAT_POLICIES)})')
+        bad = [s for s in self.sequential_attention if not 0 <= s < n]
+        if bad:
+            errors.append(f'sequential_attention names stages {bad}, but stages are 0..{n - 1}')
+        if self.attention_chunk_size < 1:
+            errors.append(f'attention_chunk_size must be >= 1, got {self.attention_chunk_size}')
         for dim, heads, i in zip(self.stage_dims, self.num_heads, range(n)):
             if dim % heads:
                 errors.append(f'stage {i}: {dim} channels do not split into {heads} heads')
@@ -529,7 +628,9 @@ class SwinTransformerV2(nn.Module):
                 pretrained_window=tuple(self.pretrained_window_sizes[i]), downsample=i > 0,
                 mlp_ratio=self.mlp_ratio, drop=self.drop_rate, attn_drop=self.attn_drop_rate,
                 drop_path=tuple(float(r) for r in rates[start:start + self.depths[i]]),
-                extra_norm_every=self.extra_norm_every, dtype=self.dtype, param_dtype=self.param_dtype,
+                extra_norm_every=self.extra_norm_every,
+                attention_chunk=self.attention_chunk_size if i in self.sequential_attention else 0,
+                remat_policy=self.remat_policy, dtype=self.dtype, param_dtype=self.param_dtype,
                 name=f'layers_{i}'))
             start += self.depths[i]
         self.layers = stages
