@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import re
-from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -172,7 +172,8 @@ def read_state_dict(src) -> Dict[str, np.ndarray]:
             try:
                 sd = torch.load(path, map_location='cpu', weights_only=True)
             except Exception as e:
-                raise ValueError(f'cannot read {path} as a PyTorch checkpoint ({type(e).__name__}: {e}); '
+                reason = re.sub(r'\x1b\[[0-9;]*m', '', str(e)).strip().splitlines()[0]  # torch's text is long and coloured
+                raise ValueError(f'cannot read {path} as a PyTorch checkpoint ({type(e).__name__}: {reason}); '
                                  f'the file is corrupt or truncated, or holds pickled code that '
                                  f'weights_only=True refuses to run') from e
     else:
@@ -251,6 +252,7 @@ def load_torch_weights(src, model: SwinTransformerV2, layout: Optional[str] = No
 
     expected = _abstract_params(model)
     params, missing, misshaped, used = {}, [], [], set()
+    head_classes = None  # the checkpoint's class count, where it differs from the model's
     for path, spec in expected.items():
         names = torch_names(path, layout, prefix)
         absent = [n for n in names if n not in sd]
@@ -263,6 +265,8 @@ def load_torch_weights(src, model: SwinTransformerV2, layout: Optional[str] = No
             want = _torch_shape(path, spec.shape, len(names))
             got = tuple(sd[names[0]].shape)
             misshaped.append(f'{names[0]}: checkpoint {got}, model {want}')
+            if path[0] == 'head' and path[-1] == 'bias':
+                head_classes = got[0]
             continue
         params[path] = jnp.asarray(value, dtype=spec.dtype)
     unexpected = sorted(k for k in sd if k not in used and not _is_ignored(k, layout, model))
@@ -270,17 +274,14 @@ def load_torch_weights(src, model: SwinTransformerV2, layout: Optional[str] = No
     if missing or unexpected or misshaped:
         lines = [f'the {layout}-layout checkpoint does not match the model '
                  f'(embed_dim={model.embed_dim}, depths={model.depths}, num_classes={model.num_classes}):']
-        if missing:
-            lines.append(f'  missing ({len(missing)}): ' + ', '.join(missing))
-        if unexpected:
-            lines.append(f'  unexpected ({len(unexpected)}): ' + ', '.join(unexpected))
-        if misshaped:
-            lines.append(f'  mis-shaped ({len(misshaped)}): ' + '; '.join(misshaped))
-        head = [m for m in misshaped if m.startswith(('head', 'classifier'))]
-        if head:
-            lines.append('  the classifier differs: pass num_classes= the checkpoint\'s class count to '
-                         'create_model, or num_classes=0 to drop the head')
-        elif missing or misshaped or unexpected:
+        for what, keys, sep in (('missing', missing, ', '), ('unexpected', unexpected, ', '),
+                                 ('mis-shaped', misshaped, '; ')):
+            if keys:
+                lines.append(f'  {what} ({len(keys)}): ' + sep.join(keys))
+        if head_classes is not None:
+            lines.append(f'  the classifier differs: the checkpoint has {head_classes} classes; pass '
+                         f'num_classes={head_classes} to create_model, or num_classes=0 to drop the head')
+        if missing or unexpected or any(not m.startswith(('head', 'classifier')) for m in misshaped):
             lines.append('  check that the model name matches the checkpoint (list_models()), and that '
                          'the layout (detected or given) is right')
         raise ValueError('\n'.join(lines))
@@ -331,3 +332,167 @@ def export_torch_weights(variables: Mapping[str, Any], model: SwinTransformerV2,
         prefix = 'encoder.' if layout == 'simmim' else ''
         out.update({prefix + k: v for k, v in _official_buffers(model).items()})
     return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Command line
+# ----------------------------------------------------------------------------------------------
+
+_CLI_EPILOG = """\
+examples:
+  # PyTorch checkpoint (official, SimMIM, timm or Hugging Face; layout detected) -> DIR
+  python -m swinv2_jax.convert swinv2_tiny_patch4_window8_256.pth --model swinv2_tiny_window8_256 --out ckpt/tiny
+  # a headless feature extractor at another resolution (the position bias needs no resizing)
+  python -m swinv2_jax.convert model.safetensors --model swinv2_tiny_window8_256 --img-size 512 \\
+      --num-classes 0 --out ckpt/tiny_512_features
+  # reduced test models: any create_model override as KEY=VALUE (Python literals)
+  python -m swinv2_jax.convert t.pth --model swinv2_tiny_window8_256 --override embed_dim=16 \\
+      --override 'depths=(1,2,1,1)' --override 'num_heads=(1,2,2,4)' --out ckpt/small
+  # back to PyTorch (timm / official repo / Hugging Face names), as .safetensors
+  python -m swinv2_jax.convert ckpt/tiny --to-torch --layout hf --out tiny_hf.safetensors
+
+load DIR in Python with: model, variables = swinv2_jax.checkpoints.load_converted(DIR)
+"""
+
+
+def _parse_override(text: str) -> Tuple[str, Any]:
+    import argparse
+    import ast
+    key, sep, value = text.partition('=')
+    key = key.strip().replace('-', '_')
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f'expected KEY=VALUE, got {text!r}')
+    try:
+        parsed = ast.literal_eval(value.strip())
+    except (ValueError, SyntaxError):
+        parsed = value.strip()  # a bare word, e.g. dtype=bfloat16
+    return key, parsed
+
+
+def _cli_parser():
+    import argparse
+    import textwrap
+    from swinv2_jax.models.registry import OVERRIDES, list_models
+    p = argparse.ArgumentParser(
+        prog='python -m swinv2_jax.convert',
+        description='Convert SwinV2 weights between PyTorch checkpoints (official repo, SimMIM, timm, '
+                    'Hugging Face; .pth/.pt/.bin/.safetensors) and swinv2_jax converted checkpoints '
+                    '(a directory: Orbax variables + config.json).',
+        epilog=_CLI_EPILOG + '\n'.join(
+            textwrap.wrap('model names: ' + ', '.join(list_models()) + ' (official and Hugging Face '
+                          'names work too)', 100, subsequent_indent='  ')
+            + textwrap.wrap('overrides: ' + ', '.join(OVERRIDES), 100, subsequent_indent='  ')) + '\n',
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('src', metavar='SRC',
+                   help='a PyTorch checkpoint file, or with --to-torch a converted checkpoint directory')
+    p.add_argument('--out', '-o', required=True, metavar='OUT',
+                   help='the directory to write (PyTorch -> JAX), or the .safetensors file (--to-torch)')
+    p.add_argument('--to-torch', action='store_true',
+                   help='convert a converted checkpoint directory back to a PyTorch .safetensors file')
+    p.add_argument('--model', '-m', metavar='NAME',
+                   help='registered model name (required unless --to-torch), e.g. swinv2_tiny_window8_256')
+    p.add_argument('--layout', choices=('auto',) + LAYOUTS, default=None,
+                   help='PyTorch naming: auto (detect; the default when reading), official, simmim, timm, '
+                        'hf; with --to-torch one of timm (default), official, hf')
+    p.add_argument('--num-classes', type=int, metavar='N',
+                   help='classifier size (0: headless, a checkpoint\'s head is then dropped)')
+    p.add_argument('--img-size', type=int, metavar='N', help='input image side the model is built for')
+    p.add_argument('--window-size', type=int, metavar='N',
+                   help='attention window of every stage (per stage: --override "window_size=(a,b,c,d)")')
+    p.add_argument('--override', action='append', default=[], type=_parse_override, metavar='KEY=VALUE',
+                   help='any other create_model override, VALUE a Python literal; repeatable')
+    p.add_argument('--overwrite', action='store_true', help='replace an existing OUT')
+    return p
+
+
+def _count(tree) -> Tuple[int, int]:
+    leaves = jax.tree_util.tree_leaves(tree)
+    return len(leaves), int(sum(int(np.prod(np.shape(x))) for x in leaves))
+
+
+def _cli_to_jax(args, parser) -> str:
+    from swinv2_jax.checkpoints import save_converted
+    from swinv2_jax.models.registry import create_model, resolve_name
+    if not args.model:
+        parser.error('--model NAME is required to convert a PyTorch checkpoint')
+    overrides: Dict[str, Any] = {}
+    for key, value in args.override:
+        if key in overrides and overrides[key] != value:
+            parser.error(f'--override {key} given twice with different values')
+        overrides[key] = value
+    for key, value in (('num_classes', args.num_classes), ('img_size', args.img_size),
+                       ('window_size', args.window_size)):
+        if value is None:
+            continue
+        if key in overrides and overrides[key] != value:
+            parser.error(f'--{key.replace("_", "-")} {value} contradicts --override {key}={overrides[key]!r}')
+        overrides[key] = value
+    model = create_model(args.model, **overrides)
+    if os.path.isdir(args.out) and os.listdir(args.out) and not args.overwrite:  # fail before reading
+        raise ValueError(f'{args.out} already exists and is not empty; pass --overwrite to replace it')
+
+    sd = read_state_dict(args.src)
+    layout = args.layout if args.layout not in (None, 'auto') else detect_layout(sd)[0]
+    variables = load_torch_weights(sd, model, layout=layout)
+    out = save_converted(args.out, variables, model, model_name=resolve_name(args.model),
+                         overwrite=args.overwrite)
+    tensors, params = _count(variables)
+    return (f'converted {tensors} tensors ({params:,} parameters) from the {layout}-layout {args.src} '
+            f'-> {out}')
+
+
+def _cli_to_torch(args, parser) -> str:
+    from safetensors.numpy import save_file
+    from swinv2_jax.checkpoints import load_converted
+    given = [f for f, v in (('--model', args.model), ('--num-classes', args.num_classes),
+                            ('--img-size', args.img_size), ('--window-size', args.window_size),
+                            ('--override', args.override)) if v]
+    if given:
+        parser.error(f'{", ".join(given)} not used with --to-torch: the model comes from {args.src}/config.json')
+    layout = args.layout or 'timm'
+    if layout not in ('timm', 'official', 'hf'):
+        parser.error(f'--to-torch writes the timm, official or hf layout, not {layout}')
+    out = os.path.abspath(args.out)
+    if not out.endswith('.safetensors'):
+        raise ValueError(f'--to-torch writes .safetensors files; {args.out} needs that extension')
+    if os.path.exists(out) and not args.overwrite:
+        raise ValueError(f'{out} already exists; pass --overwrite to replace it')
+
+    model, variables = load_converted(args.src)
+    sd = export_torch_weights(variables, model, layout=layout)
+    if layout == 'hf' and model.num_classes == 0:  # Swinv2Model (no classifier) has no prefix
+        sd = {k[len('swinv2.'):] if k.startswith('swinv2.') else k: v for k, v in sd.items()}
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    tmp = f'{out}.tmp-{os.getpid()}'
+    try:
+        save_file({k: np.ascontiguousarray(v) for k, v in sd.items()}, tmp, metadata={'format': 'pt'})
+        os.replace(tmp, out)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    tensors, params = _count(variables)
+    return (f'wrote {len(sd)} tensors ({params:,} parameters in {tensors} JAX arrays) in the {layout} '
+            f'layout -> {out}')
+
+
+def main(argv=None) -> int:
+    """`python -m swinv2_jax.convert`: see `--help`. Returns the exit status."""
+    import sys
+    parser = _cli_parser()
+    args = parser.parse_args(argv)
+    try:
+        summary = _cli_to_torch(args, parser) if args.to_torch else _cli_to_jax(args, parser)
+    except (ValueError, OSError, ImportError) as e:
+        print(f'error: {e}', file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print('interrupted; nothing was written', file=sys.stderr)
+        return 130
+    print(summary)
+    return 0
+
+
+if __name__ == '__main__':
+    import sys
+    sys.exit(main())

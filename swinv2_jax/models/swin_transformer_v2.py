@@ -564,16 +564,20 @@ class SwinTransformerV2(nn.Module):
         return errors
 
     def valid_sizes_near(self, size: int, axis: int = 0, count: int = 2) -> list:
-        """The nearest image sides (along `axis`) this configuration accepts, for error messages."""
+        """The nearest image sides (along `axis`) this configuration accepts, for error messages.
+
+        The rules are per axis (patch size, 2x2 merging, that axis' window), so a side is tested on
+        a square image whose windows are this axis' windows: the other side cannot mask it.
+        """
+        windows = tuple((w[axis], w[axis]) for w in self.window_size)
         found = []
         step = self.patch_size
         for delta in range(0, 64 * step * 2 ** self.num_stages, step):
             for cand in sorted({size - size % step - delta, size - size % step + step + delta}):
                 if cand <= 0 or cand in found:
                     continue
-                img = list(self.img_size)
-                img[axis] = cand
-                if not self.clone(parent=None, img_size=tuple(img)).geometry_errors():
+                probe = self.clone(parent=None, img_size=(cand, cand), window_size=windows)
+                if not probe.geometry_errors():
                     found.append(cand)
             if len(found) >= count:
                 break
@@ -600,8 +604,12 @@ class SwinTransformerV2(nn.Module):
                              f'{self.in_chans}], got an array of shape {tuple(x.shape)}; add a batch axis '
                              f'with x[None] for a single image')
         if x.shape[-1] != self.in_chans:
-            hint = (f'; it looks like NCHW: transpose with x.transpose(0, 2, 3, 1)'
-                    if x.shape[1] == self.in_chans else '')
+            if x.shape[1] == self.in_chans:
+                hint = '; it looks like NCHW: transpose with x.transpose(0, 2, 3, 1)'
+            else:
+                hint = (f'; for grayscale images repeat the channel (jnp.repeat(x, {self.in_chans}, axis=-1)), '
+                        f'or build a model for {x.shape[-1]} channels with create_model(name, '
+                        f'in_chans={x.shape[-1]}) (its patch embedding is then new and needs training)')
             raise ValueError(f'expected {self.in_chans} channels last (NHWC), got shape {tuple(x.shape)}{hint}')
         if not jnp.issubdtype(x.dtype, jnp.floating):
             raise ValueError(f'expected floating-point images, got dtype {x.dtype}; convert with '
