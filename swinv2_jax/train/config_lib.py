@@ -1,0 +1,143 @@
+"""The training config: every key `train.py` reads, with its default, and the `ARG` parser.
+
+`configs/*.py` start from `base_config()` and change what their recipe changes, so a key's
+meaning and default live in one place (docs/training_contract.md is the contract they follow).
+Nothing here imports jax or TensorFlow: config files load fast.
+"""
+from __future__ import annotations
+
+from typing import Dict, Optional
+
+import ml_collections
+from ml_collections import config_dict
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def parse_arg(arg: Optional[str], **defaults) -> ml_collections.ConfigDict:
+    """`'tiny,runlocal,lr=1e-3'` -> ConfigDict(variant='tiny', runlocal=True, lr=1e-3).
+
+    Bare words that are not flags (`runlocal`) are the variant; `key=value` pairs are parsed as
+    Python literals where they can be. Unknown keys are errors, so that typos fail loudly.
+    """
+    import ast
+    out = dict(variant=None, runlocal=False, **defaults)
+    for part in (arg or '').split(','):
+        part = part.strip()
+        if not part:
+            continue
+        if '=' in part:
+            key, value = part.split('=', 1)
+            try:
+                value = ast.literal_eval(value)
+            except (ValueError, SyntaxError):
+                pass
+        elif part == 'runlocal':
+            key, value = 'runlocal', True
+        else:
+            key, value = 'variant', part
+        if key not in out:
+            raise ValueError(f'unknown config argument {key!r} in {arg!r}; known: {", ".join(out)}')
+        out[key] = value
+    return ml_collections.ConfigDict(out)
+
+
+def base_aug() -> ml_collections.ConfigDict:
+    """The paper's A1 augmentation (timm's `rand-m9-mstd0.5-inc1`, Mixup 0.8, CutMix 1.0, ...)."""
+    return ml_collections.ConfigDict(dict(
+        crop_scale=(0.08, 1.0),
+        crop_ratio=(3 / 4, 4 / 3),
+        hflip=True,
+        randaugment=dict(num_layers=2, magnitude=9, magnitude_std=0.5),  # num_layers=0 disables
+        # timm (and so the official repo) ignores colour jitter when RandAugment is on
+        color_jitter=0.0,
+        random_erasing=0.25,
+        mixup=0.8,
+        cutmix=1.0,
+        mix_prob=1.0,
+        switch_prob=0.5,
+        label_smoothing=0.1,
+        crop_pct=0.9,            # eval: resize to size / crop_pct, center crop (1.0 at 384)
+        interpolation='bicubic',
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+    ))
+
+
+def base_optim() -> ml_collections.ConfigDict:
+    """AdamW as in the official repo. Learning rates are per 512 images: the run uses
+    lr * effective_batch / 512 (effective_batch = batch_size * grad_accum_steps), for `lr`,
+    `warmup_lr` and `min_lr` alike (official `main.py` linear scaling)."""
+    return ml_collections.ConfigDict(dict(
+        lr=5e-4,
+        warmup_lr=5e-7,
+        min_lr=5e-6,
+        warmup_epochs=20.0,
+        warmup_steps=-1,           # >= 0 overrides warmup_epochs (in optimizer updates)
+        weight_decay=0.05,
+        betas=(0.9, 0.999),
+        eps=1e-8,
+        clip_grad=5.0,             # global norm; 0 = off
+        layer_decay=1.0,           # layer-wise lr decay per block (1.0 = off)
+        ema_decay=0.0,             # EMA of the weights (0 = off); evaluated as ema_eval_*
+        grad_accum_steps=1,        # optax.MultiSteps: one update every k steps (batches)
+    ))
+
+
+def base_config() -> ml_collections.ConfigDict:
+    """Every key the training loop reads, with defaults (the ImageNet-1K A1 recipe's data keys)."""
+    c = ml_collections.ConfigDict()
+    c.model = 'swinv2_tiny_window8_256'
+    c.model_overrides = ml_collections.ConfigDict()   # create_model overrides; num_classes from the data
+    c.dataset = 'imagenet2012'
+    c.data_dir = config_dict.placeholder(str)
+    c.train_split = 'train'
+    c.eval_split = 'validation'
+    c.extra_evals = ()              # ((dataset, split), ...), e.g. (('imagenet_v2', 'test'),)
+    c.batch_size = 1024             # global, per step
+    c.eval_batch_size = 1024        # global
+    c.num_epochs = 300.0
+    c.num_train_steps = -1          # > 0 overrides num_epochs
+    c.eval_every_steps = 5000
+    c.checkpoint_every_steps = 1000
+    c.keep_checkpoints = 3
+    c.log_every_steps = 100
+    c.init_from = ''                # converted Orbax dir, PyTorch file, or a training workdir
+    c.init_from_required = False    # fine-tuning configs set it: a run without init_from is an error
+    c.init_head_map = ''            # text file of source class indices (e.g. the official map22kto1k.txt)
+    c.eval_only = False
+    c.seed = 0
+    c.sharding = 'replicated'       # see swinv2_jax/train/sharding.py
+    c.aug = base_aug()
+    c.optim = base_optim()
+    return c
+
+
+def runlocal(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Shrink a recipe to seconds on a laptop CPU (tests; `tfds.testing.mock_data`): the same
+    data pipeline and optimizer, a two-stage SwinV2 at 32x32, batch 8, two steps."""
+    c.model_overrides.update(dict(img_size=32, embed_dim=16, depths=(1, 1), num_heads=(1, 2), window_size=4,
+                                  pretrained_window_sizes=(0, 0), drop_path_rate=0.1))
+    c.batch_size = 8
+    c.eval_batch_size = 8
+    c.num_train_steps = 2
+    c.eval_every_steps = 2
+    c.checkpoint_every_steps = 2
+    c.log_every_steps = 1
+    c.optim.warmup_steps = 1
+    return c
+
+
+def as_overrides(c: ml_collections.ConfigDict) -> Dict:
+    """`model_overrides` as plain create_model keyword arguments (lists -> tuples)."""
+    def plain(v):
+        if isinstance(v, (list, tuple)):
+            return tuple(plain(x) for x in v)
+        return v
+    return {k: plain(v) for k, v in c.model_overrides.to_dict().items()}
+
+
+def effective_batch(c: ml_collections.ConfigDict) -> int:
+    return int(c.batch_size) * int(c.optim.grad_accum_steps)
+

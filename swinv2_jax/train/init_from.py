@@ -1,0 +1,186 @@
+"""Fine-tuning initialisation: pretrained parameters into a freshly initialised model.
+
+Sources (`config.init_from`):
+- a converted Orbax directory (`python -m swinv2_jax.convert ...`: config.json + variables/),
+- a PyTorch file (.pth/.pt/.bin/.safetensors; official, SimMIM, timm or Hugging Face names),
+- a training run of this project (its workdir, or its checkpoints/ directory).
+
+Every source is read at its own architecture (its class count included), then merged into the
+target's initial parameters by path:
+- a leaf with the same path and shape is transferred;
+- the classifier (`head/*`) is re-initialised when the class counts differ (or the source has no
+  head), unless `head_map` gives the source class of each target class (the official 22K->1K
+  fine-tune keeps the ImageNet-1K rows of the 22K head: `map22kto1k.txt`);
+- any other missing or mis-shaped leaf is an error listing them all: window and resolution
+  changes need nothing (the position bias is the CPB network of the coordinates), so a mismatch
+  elsewhere means the wrong model.
+What was transferred and re-initialised is logged and returned.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Dict, List, Optional, Tuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+from flax import traverse_util
+from flax.core import unfreeze
+
+from swinv2_jax.models import SwinTransformerV2, model_from_fields
+
+Path = Tuple[str, ...]
+TORCH_SUFFIXES = ('.pth', '.pt', '.bin', '.safetensors')
+
+
+@dataclasses.dataclass
+class InitReport:
+    source: str
+    kind: str                                   # 'converted', 'torch', 'training'
+    transferred: List[str]
+    reinitialised: List[str]
+    dropped: List[str]                          # source leaves with no place in the target
+    head_mapped: bool = False
+
+    def summary(self) -> str:
+        lines = [f'init_from {self.source} ({self.kind}): transferred {len(self.transferred)} tensors']
+        if self.reinitialised:
+            lines.append(f'  re-initialised ({len(self.reinitialised)}): ' + ', '.join(self.reinitialised))
+        if self.dropped:
+            lines.append(f'  not used from the source ({len(self.dropped)}): ' + ', '.join(self.dropped))
+        if self.head_mapped:
+            lines.append('  head rows taken from the source classes named by init_head_map')
+        return '\n'.join(lines)
+
+
+def _name(path: Path) -> str:
+    return '/'.join(path)
+
+
+# ----------------------------------------------------------------------------------------------
+# Reading each kind of source at its own architecture
+# ----------------------------------------------------------------------------------------------
+
+def _is_converted(path: str) -> bool:
+    return os.path.isfile(os.path.join(path, 'config.json')) and os.path.isdir(os.path.join(path, 'variables'))
+
+
+def _training_dir(path: str) -> Optional[str]:
+    """The workdir of a training run at or above `path`, if it is one."""
+    from swinv2_jax.train.checkpointing import CHECKPOINT_DIR
+    path = os.path.abspath(path)
+    if os.path.isdir(os.path.join(path, CHECKPOINT_DIR)):
+        return path
+    if os.path.basename(path) == CHECKPOINT_DIR and os.path.isdir(path):
+        return os.path.dirname(path)
+    return None
+
+
+def _read_torch(path: str, model: SwinTransformerV2) -> Tuple[Dict, Optional[int]]:
+    """Source params from a PyTorch file, at the checkpoint's class count (None: no head)."""
+    from swinv2_jax import convert
+    sd = convert.read_state_dict(path)
+    layout, prefix = convert.detect_layout(sd)
+    classes = None
+    for name in convert.torch_names(('head', 'bias'), layout, prefix):
+        if name in sd:
+            classes = int(sd[name].shape[0])
+    source_model = model.clone(parent=None, num_classes=classes or 0)
+    params = convert.load_torch_weights(sd, source_model, layout=layout)['params']
+    return unfreeze(params), classes
+
+
+def read_source(path: str, model: SwinTransformerV2) -> Tuple[Dict, str]:
+    """(params of the source at its own architecture, kind)."""
+    path = os.path.expanduser(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f'init_from: nothing at {path}')
+    if os.path.isfile(path):
+        if not path.endswith(TORCH_SUFFIXES):
+            raise ValueError(f'init_from: {path} is a file but not a PyTorch checkpoint '
+                             f'({", ".join(TORCH_SUFFIXES)})')
+        return _read_torch(path, model)[0], 'torch'
+    if _is_converted(path):
+        from swinv2_jax.checkpoints import load_converted
+        _, variables = load_converted(path)
+        return unfreeze(variables['params']), 'converted'
+    workdir = _training_dir(path)
+    if workdir is not None:
+        from swinv2_jax.checkpoints import abstract_variables
+        from swinv2_jax.train.checkpointing import Checkpointer
+        ckpt = Checkpointer(workdir, read_only=True, async_save=False)
+        if ckpt.latest_step() is None:
+            raise FileNotFoundError(f'init_from: the training run at {workdir} has no checkpoint yet')
+        meta = ckpt.restore_meta()
+        source_model = model_from_fields(meta['model'])
+        abstract = abstract_variables(source_model)['params']
+        params = ckpt.restore_params(abstract)
+        ckpt.close()
+        return unfreeze(jax.device_get(params)), 'training'
+    raise ValueError(f'init_from: {path} is neither a converted checkpoint (config.json + variables/), '
+                     f'a training run (checkpoints/) nor a PyTorch file')
+
+
+# ----------------------------------------------------------------------------------------------
+# Merging into the target
+# ----------------------------------------------------------------------------------------------
+
+def read_head_map(path: str) -> np.ndarray:
+    """Source class indices, one integer per line (the target class of line i is i)."""
+    with open(os.path.expanduser(path)) as f:
+        return np.asarray([int(line.split()[0]) for line in f if line.strip()], np.int64)
+
+
+def merge(target: Dict, source: Dict, head_map: Optional[np.ndarray] = None,
+          source_name: str = '', kind: str = '') -> Tuple[Dict, InitReport]:
+    """Target params with every matching source leaf transferred; see the module docstring."""
+    want = traverse_util.flatten_dict(unfreeze(target))
+    have = traverse_util.flatten_dict(unfreeze(source))
+    out, transferred, reinit, problems = {}, [], [], []
+    head_mapped = False
+    for path, init in want.items():
+        src = have.get(path)
+        if src is not None and tuple(np.shape(src)) == tuple(np.shape(init)):
+            out[path] = jnp.asarray(src, dtype=init.dtype)
+            transferred.append(_name(path))
+        elif path[0] == 'head':
+            if src is not None and head_map is not None:
+                if len(head_map) != init.shape[-1]:
+                    raise ValueError(f'init_head_map has {len(head_map)} entries for a {init.shape[-1]}-'
+                                     f'class head')
+                out[path] = jnp.asarray(np.take(np.asarray(src), head_map, axis=-1), dtype=init.dtype)
+                transferred.append(_name(path) + ' (mapped)')
+                head_mapped = True
+            else:
+                out[path] = init
+                why = 'absent in the source' if src is None else \
+                    f'source {list(np.shape(src))}, model {list(np.shape(init))}'
+                reinit.append(f'{_name(path)} ({why})')
+        else:
+            out[path] = init
+            problems.append(f'{_name(path)}: ' + ('missing in the source' if src is None else
+                            f'source {list(np.shape(src))}, model {list(np.shape(init))}'))
+    dropped = sorted(_name(p) for p in have if p not in want)
+    bad_drop = [d for d in dropped if not d.startswith('head/')]
+    if problems or bad_drop:
+        raise ValueError(f'init_from {source_name}: the source does not fit the model beyond its head '
+                         f'(wrong model name or size?):\n  ' + '\n  '.join(
+                             problems + [f'{d}: not in the model' for d in bad_drop]))
+    report = InitReport(source_name, kind, transferred, reinit, dropped, head_mapped)
+    return traverse_util.unflatten_dict(out), report
+
+
+def load_pretrained(path: str, model: SwinTransformerV2, target_params: Dict,
+                    head_map_path: str = '') -> Tuple[Dict, InitReport]:
+    """(params for `model`, report): `target_params` (its initialisation) with the source merged in."""
+    source, kind = read_source(path, model)
+    head_map = read_head_map(head_map_path) if head_map_path else None
+    params, report = merge(jax.device_get(target_params), source, head_map, path, kind)
+    for line in report.summary().splitlines():
+        logging.info('%s', line)
+    return params, report
+
+
+__all__ = ['InitReport', 'load_pretrained', 'merge', 'read_head_map', 'read_source']
