@@ -109,6 +109,23 @@ def _per_stage(value, n: int, what: str):
     return tuple(to_pair(v) for v in value)
 
 
+def _stage_indices(value):
+    """An int or an iterable of ints -> a tuple of stage indices (other values go to the model's check)."""
+    if isinstance(value, int):
+        return (value,)
+    try:
+        return tuple(_integer(i) for i in value)
+    except TypeError:
+        return value
+
+
+def _integer(value):
+    """ints (and integral floats) as int; anything else unchanged, for the model's check to name."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
 def _as_dtype(value):
     return jnp.dtype(value).type if isinstance(value, str) else value
 
@@ -156,8 +173,8 @@ def create_model(name: str, **overrides) -> SwinTransformerV2:
         drop_path_rate=float(cfg['drop_path_rate']),
         extra_norm_every=int(cfg.get('extra_norm_every', 0)),
         remat_policy=str(cfg.get('remat_policy', 'none')),
-        sequential_attention=tuple(int(i) for i in cfg.get('sequential_attention', ())),
-        attention_chunk_size=int(cfg.get('attention_chunk_size', 8)),
+        sequential_attention=_stage_indices(cfg.get('sequential_attention', ())),
+        attention_chunk_size=_integer(cfg.get('attention_chunk_size', 8)),
         dtype=_as_dtype(cfg.get('dtype', jnp.float32)),
         param_dtype=_as_dtype(cfg.get('param_dtype', jnp.float32)),
     )
