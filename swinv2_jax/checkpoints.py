@@ -23,7 +23,7 @@ import orbax.checkpoint as ocp
 from flax import traverse_util
 from flax.core import unfreeze
 
-from swinv2_jax.models import SwinTransformerV2, model_fields, model_from_fields
+from swinv2_jax.models import SwinTransformerV2, abstract_variables, model_fields, model_from_fields
 
 FORMAT = 'swinv2_jax.converted/1'
 CONFIG_FILE = 'config.json'
@@ -35,12 +35,6 @@ Path = Tuple[str, ...]
 # ----------------------------------------------------------------------------------------------
 # Shapes
 # ----------------------------------------------------------------------------------------------
-
-def abstract_variables(model: SwinTransformerV2) -> Dict[str, Any]:
-    """The variables `model.init` would create, as `jax.ShapeDtypeStruct`s (nothing is computed)."""
-    x = jax.ShapeDtypeStruct((1, *model.img_size, model.in_chans), jnp.float32)
-    return unfreeze(jax.eval_shape(model.init, jax.random.PRNGKey(0), x))
-
 
 def _flat(tree: Mapping) -> Dict[Path, Any]:
     return traverse_util.flatten_dict(unfreeze(tree))

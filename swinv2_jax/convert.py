@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
-from swinv2_jax.models.swin_transformer_v2 import (SwinTransformerV2, relative_coords_table,
+from swinv2_jax.models.swin_transformer_v2 import (SwinTransformerV2, abstract_variables, relative_coords_table,
                                                    relative_position_index, shifted_window_mask)
 
 log = logging.getLogger(__name__)
@@ -222,12 +222,6 @@ def _is_ignored(key: str, layout: str, model: SwinTransformerV2) -> bool:
     return False
 
 
-def _abstract_params(model: SwinTransformerV2) -> Dict[Path, jax.ShapeDtypeStruct]:
-    x = jax.ShapeDtypeStruct((1, *model.img_size, model.in_chans), jnp.float32)
-    shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), x)
-    return traverse_util.flatten_dict(shapes['params'])
-
-
 def load_torch_weights(src, model: SwinTransformerV2, layout: Optional[str] = None) -> Dict[str, Any]:
     """Variables `{"params": ...}` for `model` from a PyTorch SwinV2 state dict.
 
@@ -250,7 +244,7 @@ def load_torch_weights(src, model: SwinTransformerV2, layout: Optional[str] = No
     if layout == 'simmim':
         sd = _canonical_simmim(sd)
 
-    expected = _abstract_params(model)
+    expected = traverse_util.flatten_dict(abstract_variables(model)['params'])
     params, missing, misshaped, used = {}, [], [], set()
     head_classes = None  # the checkpoint's class count, where it differs from the model's
     for path, spec in expected.items():

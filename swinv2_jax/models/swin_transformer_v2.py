@@ -24,6 +24,7 @@ import functools
 import math
 from typing import Any, Optional, Sequence, Tuple
 
+import flax.core
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -735,3 +736,9 @@ class SwinTransformerV2(nn.Module):
         if self.num_classes > 0:
             x = self.head(x)
         return x
+
+
+def abstract_variables(model: SwinTransformerV2) -> dict:
+    """The variables `model.init` would create, as `jax.ShapeDtypeStruct`s (nothing is computed)."""
+    x = jax.ShapeDtypeStruct((1, *model.img_size, model.in_chans), jnp.float32)
+    return flax.core.unfreeze(jax.eval_shape(model.init, jax.random.PRNGKey(0), x))

@@ -29,7 +29,7 @@ from absl import logging
 from flax import traverse_util
 from flax.core import unfreeze
 
-from swinv2_jax.models import SwinTransformerV2, model_from_fields
+from swinv2_jax.models import SwinTransformerV2, abstract_variables, model_from_fields
 
 Path = Tuple[str, ...]
 TORCH_SUFFIXES = ('.pth', '.pt', '.bin', '.safetensors')
@@ -108,7 +108,6 @@ def read_source(path: str, model: SwinTransformerV2) -> Tuple[Dict, str]:
         return unfreeze(variables['params']), 'converted'
     workdir = _training_dir(path)
     if workdir is not None:
-        from swinv2_jax.checkpoints import abstract_variables
         from swinv2_jax.train.checkpointing import Checkpointer
         ckpt = Checkpointer(workdir, read_only=True, async_save=False)
         if ckpt.latest_step() is None:

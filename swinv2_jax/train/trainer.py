@@ -23,7 +23,7 @@ import optax
 from absl import logging
 from flax import struct
 
-from swinv2_jax.models import create_model, model_fields
+from swinv2_jax.models import abstract_variables, create_model, model_fields
 from swinv2_jax.train import checkpointing, config_lib, init_from, metrics, optim, sharding
 
 
@@ -238,8 +238,7 @@ def _run(config, workdir, data, info, model, lengths, mesh) -> TrainState:
 
     # ---- model and optimizer --------------------------------------------------------------------
     ema_decay = float(config.optim.ema_decay)
-    dummy = jax.ShapeDtypeStruct((1, *image_size, model.in_chans), jnp.float32)
-    abstract_params = jax.eval_shape(lambda r, x: model.init(r, x)['params'], jax.random.key(0), dummy)
+    abstract_params = abstract_variables(model)['params']
     tx, schedule = optim.make_optimizer(
         config.optim, abstract_params, model.depths, lengths['total_updates'],
         lengths['updates_per_epoch'], config_lib.effective_batch(config))
@@ -248,7 +247,7 @@ def _run(config, workdir, data, info, model, lengths, mesh) -> TrainState:
                      optim.describe(abstract_params, model.depths, config.optim))
 
     def init_state(rng) -> TrainState:
-        params = model.init(rng, jnp.zeros(dummy.shape, dummy.dtype))['params']
+        params = model.init(rng, jnp.zeros((1, *image_size, model.in_chans), jnp.float32))['params']
         return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
                           ema_params=params if ema_decay > 0 else None)
 
