@@ -70,7 +70,7 @@ OVERRIDES = (
     'num_classes', 'img_size', 'window_size', 'pretrained_window_sizes', 'drop_rate', 'attn_drop_rate',
     'drop_path_rate', 'dtype', 'param_dtype', 'embed_dim', 'depths', 'num_heads', 'mlp_ratio',
     'patch_size', 'in_chans', 'extra_norm_every', 'remat_policy', 'sequential_attention',
-    'attention_chunk_size',
+    'attention_chunk_size', 'use_mask_token',
 )
 
 
@@ -152,7 +152,8 @@ def create_model(name: str, **overrides) -> SwinTransformerV2:
     attn_drop_rate, drop_path_rate, dtype, param_dtype, and the architecture fields embed_dim, depths,
     num_heads, mlp_ratio, patch_size, in_chans, extra_norm_every (for reduced test models), and the
     memory switches remat_policy ('none', 'full', 'dots', 'dots_no_batch'), sequential_attention
-    (stage indices) and attention_chunk_size (windows per step), which never change the numbers.
+    (stage indices) and attention_chunk_size (windows per step), which never change the numbers;
+    use_mask_token (SimMIM's learned mask token, see `SwinTransformerV2.features`).
     Raises ValueError for an unknown name or override and for a size the windows cannot tile.
     """
     cfg = model_config(name, **overrides)
@@ -172,6 +173,7 @@ def create_model(name: str, **overrides) -> SwinTransformerV2:
         attn_drop_rate=float(cfg.get('attn_drop_rate', 0.0)),
         drop_path_rate=float(cfg['drop_path_rate']),
         extra_norm_every=int(cfg.get('extra_norm_every', 0)),
+        use_mask_token=bool(cfg.get('use_mask_token', False)),
         remat_policy=str(cfg.get('remat_policy', 'none')),
         sequential_attention=_stage_indices(cfg.get('sequential_attention', ())),
         attention_chunk_size=_integer(cfg.get('attention_chunk_size', 8)),

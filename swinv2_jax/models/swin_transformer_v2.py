@@ -534,6 +534,8 @@ class SwinTransformerV2(nn.Module):
       extra_norm_every: SwinV2-H/G's extra main-branch LayerNorm period in blocks (0 = off).
       remat_policy: activation checkpointing of each block: 'none', 'full' (save only the block
         input), 'dots' (save matmul outputs), 'dots_no_batch' (save matmuls without batch dims).
+      use_mask_token: add SimMIM's learned `mask_token` [C]; `features(x, mask=m)` then replaces
+        the patch tokens where the [B, H/patch, W/patch] mask is 1 (after the patch norm).
       sequential_attention: stage indices whose window attention runs `attention_chunk_size`
         windows at a time (`jax.lax.map` with a rematerialised body); the paper uses (0, 1).
       dtype: computation dtype (e.g. jnp.bfloat16); param_dtype: parameter storage dtype.
@@ -553,6 +555,7 @@ class SwinTransformerV2(nn.Module):
     attn_drop_rate: float = 0.0
     drop_path_rate: float = 0.1
     extra_norm_every: int = 0
+    use_mask_token: bool = False
     remat_policy: str = 'none'
     sequential_attention: Tuple[int, ...] = ()
     attention_chunk_size: int = 8
@@ -694,6 +697,9 @@ class SwinTransformerV2(nn.Module):
         self.check_config()
         self.patch_embed = PatchEmbed(self.embed_dim, self.patch_size, self.dtype, self.param_dtype)
         self.pos_drop = nn.Dropout(self.drop_rate)
+        if self.use_mask_token:
+            self.mask_token = self.param('mask_token', trunc_normal_init(0.02), (self.embed_dim,),
+                                         self.param_dtype)
 
         total = sum(self.depths)
         rates = np.linspace(0.0, self.drop_path_rate, total) if total > 1 else np.zeros(total)
@@ -715,16 +721,31 @@ class SwinTransformerV2(nn.Module):
         if self.num_classes > 0:
             self.head = dense(self.num_classes, 'head', self.dtype, self.param_dtype)
 
-    def features(self, x: jax.Array, train: bool = False) -> list:
-        """The stage outputs [B, H/s, W/s, C_i] for strides s = 4, 8, 16, 32 (before downsampling)."""
+    def features(self, x: jax.Array, train: bool = False, mask: Optional[jax.Array] = None) -> list:
+        """The stage outputs [B, H/s, W/s, C_i] for strides s = 4, 8, 16, 32 (before downsampling).
+
+        mask: optional [B, H/patch, W/patch] token mask (1 = masked) for SimMIM; needs use_mask_token.
+        """
         self.check_input(x)
         x = self.patch_embed(x.astype(self.dtype))
+        if mask is not None:
+            x = self.apply_mask(x, mask)
         x = self.pos_drop(x, deterministic=not train)
         outs = []
         for stage in self.layers:
             x = stage(x, not train)
             outs.append(x)
         return outs
+
+    def apply_mask(self, x: jax.Array, mask: jax.Array) -> jax.Array:
+        if not self.use_mask_token:
+            raise ValueError('a token mask needs a model built with use_mask_token=True (SimMIM); '
+                             'create_model(name, use_mask_token=True)')
+        if tuple(mask.shape) != tuple(x.shape[:3]):
+            raise ValueError(f'mask must have shape [batch, H/patch, W/patch] = {tuple(x.shape[:3])}, '
+                             f'got {tuple(mask.shape)}')
+        m = mask.astype(x.dtype)[..., None]
+        return x * (1 - m) + self.mask_token.astype(x.dtype) * m
 
     def pooled_features(self, x: jax.Array, train: bool = False) -> jax.Array:
         """Final LayerNorm and global average pool: [B, num_features]."""
