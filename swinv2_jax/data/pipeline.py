@@ -15,7 +15,9 @@ process_index, process_count):
   the block labels), and windows of `shuffle_window` consecutive examples are permuted. For shards
   no larger than a window (digits, small folders) this is an exact uniform shuffle per epoch;
   for ImageNet it adds to the random order tfds gave the records when it wrote them;
-- every random augmentation of an example is keyed by (seed, P, p, epoch, position in epoch).
+- every random augmentation of an example is keyed by (seed, P, p, epoch, position in epoch);
+  so is SimMIM's block mask (`mim_mask`, objective 'simmim' only: see simmim_mask.py), which in
+  evaluation is keyed by (seed, index of the example in the split) instead.
 `train_iterator(start_step=s)` jumps to epoch s // steps_per_epoch by arithmetic and skips the
 rest of the steps within that epoch on the still-encoded records, before decoding or augmenting.
 For digits that is instant; for ImageNet it reads (never decodes) up to one epoch of the
@@ -36,7 +38,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from swinv2_jax.data import digits as digits_lib
-from swinv2_jax.data import transforms
+from swinv2_jax.data import simmim_mask, transforms
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -340,11 +342,16 @@ def train_iterator(config, image_size, local_batch_size: int, start_step: int = 
         return examples.map(_plain(lambda position, ex: (epoch, position, ex)))
 
     preprocess = _train_preprocess(config, image_size, source.encoded)
+    mim = simmim_mask.from_config(config, image_size)   # objective 'simmim': + 'mim_mask'
+    mask_seed = _root_seed(seed, 2, process_count, process_index)
 
     def example(epoch, position, ex):
         image, label = ex
-        return {'image': preprocess(image, transforms.fold_seed(augment_seed, epoch, position)),
-                'label': label}
+        out = {'image': preprocess(image, transforms.fold_seed(augment_seed, epoch, position)),
+               'label': label}
+        if mim is not None:
+            out['mim_mask'] = mim.tf_block_mask(transforms.fold_seed(mask_seed, epoch, position))
+        return out
 
     ds = tf.data.Dataset.range(start_epoch, _NUM_EPOCHS_UNBOUNDED).flat_map(_plain(epoch_examples))
     ds = ds.map(_plain(example), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
@@ -372,11 +379,21 @@ def eval_iterator(config, name: str, image_size, local_batch_size: int, process_
 
     padding = {'image': tf.zeros([*image_size, 3], tf.float32), 'label': tf.constant(0, tf.int32),
                'mask': tf.constant(0.0, tf.float32)}
+    mim = simmim_mask.from_config(config, image_size)   # keyed by (seed, index in the split)
+    if mim is not None:
+        padding['mim_mask'] = tf.zeros(mim.grid, tf.int32)
+    mask_seed = _root_seed(int(config.get('seed', 0)), 3)
+
+    def example(index, image, label):
+        out = {'image': preprocess(image), 'label': label, 'mask': tf.constant(1.0, tf.float32)}
+        if mim is not None:
+            out['mim_mask'] = mim.tf_block_mask(transforms.fold_seed(mask_seed, index))
+        return out
+
     ds = tf.data.Dataset.from_tensors(padding).repeat(num_batches * local_batch_size - (stop - start))
     if stop > start:
-        examples = source.read(start, stop).map(_plain(
-            lambda image, label: {'image': preprocess(image), 'label': label,
-                                  'mask': tf.constant(1.0, tf.float32)}),
+        examples = source.read(start, stop).enumerate(start).map(
+            _plain(lambda index, ex: example(index, *ex)),
             num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         ds = examples.concatenate(ds)
     ds = ds.batch(local_batch_size).prefetch(tf.data.AUTOTUNE)

@@ -3,7 +3,8 @@
 Sources (`config.init_from`):
 - a converted Orbax directory (`python -m swinv2_jax.convert ...`: config.json + variables/),
 - a PyTorch file (.pth/.pt/.bin/.safetensors; official, SimMIM, timm or Hugging Face names),
-- a training run of this project (its workdir, or its checkpoints/ directory).
+- a training run of this project (its workdir, or its checkpoints/ directory); of a SimMIM run
+  (`objective='simmim'`) the encoder is taken, its mask token and decoder left out (and logged).
 
 Every source is read at its own architecture (its class count included), then merged into the
 target's initial parameters by path:
@@ -89,6 +90,10 @@ def _read_torch(path: str, model: SwinTransformerV2) -> Tuple[Dict, Optional[int
             classes = int(sd[name].shape[0])
     source_model = model.clone(parent=None, num_classes=classes or 0)
     params = convert.load_torch_weights(sd, source_model, layout=layout)['params']
+    simmim_only = sorted(k for k in sd if k.endswith('mask_token') or k.startswith('decoder.'))
+    if simmim_only:  # convert.py leaves them out: they have no place in a classifier
+        logging.info('init_from %s: a SimMIM checkpoint; its encoder is used, not its %s', path,
+                     ', '.join(simmim_only))
     return unfreeze(params), classes
 
 
@@ -113,13 +118,33 @@ def read_source(path: str, model: SwinTransformerV2) -> Tuple[Dict, str]:
         if ckpt.latest_step() is None:
             raise FileNotFoundError(f'init_from: the training run at {workdir} has no checkpoint yet')
         meta = ckpt.restore_meta()
-        source_model = model_from_fields(meta['model'])
+        if meta.get('objective') == 'simmim':
+            from swinv2_jax.train import simmim as simmim_objective
+            source_model = simmim_objective.model_from_meta(meta)
+        else:
+            source_model = model_from_fields(meta['model'])
         abstract = abstract_variables(source_model)['params']
-        params = ckpt.restore_params(abstract)
+        params = unfreeze(jax.device_get(ckpt.restore_params(abstract)))
         ckpt.close()
-        return unfreeze(jax.device_get(params)), 'training'
+        if meta.get('objective') == 'simmim':
+            return simmim_encoder(params, path), 'simmim-training'
+        return params, 'training'
     raise ValueError(f'init_from: {path} is neither a converted checkpoint (config.json + variables/), '
                      f'a training run (checkpoints/) nor a PyTorch file')
+
+
+def simmim_encoder(params: Dict, source_name: str = '') -> Dict:
+    """The encoder of SimMIM parameters ({'encoder': ..., 'decoder': ...}) as classifier
+    parameters: `encoder/*` without the pre-training-only mask token; the decoder is dropped."""
+    if 'encoder' not in params:
+        raise ValueError(f'init_from {source_name}: a SimMIM run without encoder/ parameters '
+                         f'(top-level: {sorted(params)})')
+    encoder = dict(params['encoder'])
+    dropped = (['encoder/mask_token'] if encoder.pop('mask_token', None) is not None else []) + [
+        'decoder/' + '/'.join(p) for p in traverse_util.flatten_dict(params.get('decoder', {}))]
+    logging.info('init_from %s: a SimMIM run; taking its encoder, leaving out (pre-training only): %s',
+                 source_name, ', '.join(dropped) or 'nothing')
+    return encoder
 
 
 # ----------------------------------------------------------------------------------------------
@@ -182,4 +207,4 @@ def load_pretrained(path: str, model: SwinTransformerV2, target_params: Dict,
     return params, report
 
 
-__all__ = ['InitReport', 'load_pretrained', 'merge', 'read_head_map', 'read_source']
+__all__ = ['InitReport', 'load_pretrained', 'merge', 'read_head_map', 'read_source', 'simmim_encoder']

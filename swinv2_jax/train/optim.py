@@ -7,6 +7,8 @@
   multiplied by `batch_size * grad_accum_steps / 512`.
 - Schedule (timm CosineLRScheduler stepped per update, as the official repo): linear warm-up from
   warmup_lr to lr over the warm-up updates, then cosine from lr to min_lr at the last update.
+  `schedule='multistep'` (official SimMIM pre-training; timm MultiStepLRScheduler): the same
+  warm-up, then lr * decay_rate ** (number of `decay_epochs` milestones passed).
 - Weight decay is off for biases, norms, every 1-D parameter, `logit_scale` and the CPB meta
   network (`cpb_mlp_*`): the official `skip_keywords` of SwinV2 (`cpb_mlp`, `logit_scale`) plus
   its `len(shape) == 1 or name.endswith('.bias')` rule.
@@ -53,6 +55,23 @@ def make_schedule(lr: float, warmup_lr: float, min_lr: float, warmup: int,
         return cosine
     linear = optax.linear_schedule(warmup_lr, lr, warmup)
     return optax.join_schedules([linear, cosine], [warmup])
+
+
+def make_multistep_schedule(lr: float, warmup_lr: float, warmup: int, milestones, gamma: float
+                            ) -> optax.Schedule:
+    """timm MultiStepLRScheduler per update: linear warm-up warmup_lr -> lr over `warmup` updates,
+    then lr * gamma ** (number of milestones <= t) (milestones in updates, counted from 0)."""
+    milestones = sorted(int(m) for m in milestones)
+    warmup = max(0, int(warmup))
+
+    def schedule(count):
+        t = jnp.asarray(count, jnp.float32)
+        passed = sum((t >= m).astype(jnp.float32) for m in milestones) if milestones else 0.0
+        decayed = lr * jnp.power(jnp.float32(gamma), passed)
+        if warmup == 0:
+            return decayed
+        return jnp.where(t < warmup, warmup_lr + (lr - warmup_lr) * t / warmup, decayed)
+    return schedule
 
 
 # ----------------------------------------------------------------------------------------------
@@ -133,8 +152,16 @@ def make_optimizer(optim_config, params, depths: Sequence[int], total_updates: i
     schedule tick) every k calls, on the mean of the k gradients.
     """
     lrs = scaled_lrs(optim_config, effective_batch)
-    schedule = make_schedule(lrs['lr'], lrs['warmup_lr'], lrs['min_lr'],
-                             warmup_steps(optim_config, updates_per_epoch), total_updates)
+    kind = optim_config.get('schedule', 'cosine')
+    if kind == 'cosine':
+        schedule = make_schedule(lrs['lr'], lrs['warmup_lr'], lrs['min_lr'],
+                                 warmup_steps(optim_config, updates_per_epoch), total_updates)
+    elif kind == 'multistep':
+        milestones = [round(float(e) * updates_per_epoch) for e in optim_config.get('decay_epochs', ())]
+        schedule = make_multistep_schedule(lrs['lr'], lrs['warmup_lr'], warmup_steps(optim_config, updates_per_epoch),
+                                           milestones, float(optim_config.get('decay_rate', 0.1)))
+    else:
+        raise ValueError(f"unknown optim.schedule {kind!r}; valid: 'cosine', 'multistep'")
     b1, b2 = optim_config.betas
     parts = []
     if float(optim_config.clip_grad) > 0:
@@ -177,4 +204,4 @@ def describe(params, depths: Sequence[int], optim_config) -> str:
 
 
 __all__ = ['decay_mask', 'describe', 'did_update', 'ema_update', 'is_decayed', 'layer_id', 'layer_scales',
-           'make_optimizer', 'make_schedule', 'scale_by_tree', 'scaled_lrs', 'warmup_steps']
+           'make_multistep_schedule', 'make_optimizer', 'make_schedule', 'scale_by_tree', 'scaled_lrs', 'warmup_steps']

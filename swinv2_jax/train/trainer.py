@@ -25,6 +25,7 @@ from flax import struct
 
 from swinv2_jax.models import abstract_variables, create_model, model_fields
 from swinv2_jax.train import checkpointing, config_lib, init_from, metrics, optim, sharding
+from swinv2_jax.train import simmim as simmim_objective
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -133,6 +134,8 @@ def _data():
 
 
 def build_model(config: ml_collections.ConfigDict, num_classes: int):
+    if simmim_objective.enabled(config):   # objective 'simmim': SimMIM(encoder), no classes
+        return simmim_objective.build_model(config)
     overrides = config_lib.as_overrides(config)
     overrides.setdefault('num_classes', num_classes)
     return create_model(config.model, **overrides)
@@ -259,18 +262,25 @@ def _run(config, workdir, data, info, model, lengths, mesh) -> TrainState:
 
     # ---- init, step and eval functions -----------------------------------------------------------
     state = jax.jit(init_state, out_shardings=state_shardings)(rng)
-    mix_fn = functools.partial(_mix, num_classes=model.num_classes, aug=config.aug)
+    if simmim_objective.enabled(config):
+        step_fn, eval_fn, evaluate_fn = simmim_objective.step_functions(model, tx, schedule, config, k, ema_decay)
+    else:
+        mix_fn = functools.partial(_mix, num_classes=model.num_classes, aug=config.aug)
+        step_fn = functools.partial(train_step, model=model, tx=tx, schedule=schedule, mix_fn=mix_fn,
+                                    seed=int(config.seed), grad_accum_steps=k, ema_decay=ema_decay)
+        eval_fn, evaluate_fn = functools.partial(eval_step, model=model), evaluate
     p_train_step = jax.jit(
-        functools.partial(train_step, model=model, tx=tx, schedule=schedule, mix_fn=mix_fn,
-                          seed=int(config.seed), grad_accum_steps=k, ema_decay=ema_decay),
+        step_fn,
         in_shardings=(state_shardings, data_sharding), out_shardings=(state_shardings, repl),
         donate_argnums=(0,))
-    p_eval_step = jax.jit(functools.partial(eval_step, model=model),
+    p_eval_step = jax.jit(eval_fn,
                           in_shardings=(state_shardings.params, data_sharding), out_shardings=repl)
 
     # ---- restore, or initialise from a pretrained model -------------------------------------------
     ckpt = checkpointing.Checkpointer(workdir, keep=int(config.keep_checkpoints))
-    meta = {'model_name': config.model, 'model': model_fields(model), 'config': config.to_json_best_effort()}
+    fields = (simmim_objective.meta_fields(model) if simmim_objective.enabled(config)  # + objective
+              else {'model': model_fields(model)})
+    meta = {'model_name': config.model, **fields, 'config': config.to_json_best_effort()}
     latest = ckpt.latest_step()
     if latest is not None:
         restored, _ = ckpt.restore(sharding.with_shardings(abstract_state.to_checkpoint(),
@@ -301,9 +311,9 @@ def _run(config, workdir, data, info, model, lengths, mesh) -> TrainState:
 
     def run_evals(state: TrainState) -> Dict[str, float]:
         t = time.perf_counter()
-        out = evaluate(p_eval_step, state.params, config, image_size, local_eval_batch, data_sharding)
+        out = evaluate_fn(p_eval_step, state.params, config, image_size, local_eval_batch, data_sharding)
         if state.ema_params is not None:
-            ema = evaluate(p_eval_step, state.ema_params, config, image_size, local_eval_batch, data_sharding)
+            ema = evaluate_fn(p_eval_step, state.ema_params, config, image_size, local_eval_batch, data_sharding)
             out.update({'ema_' + key: v for key, v in ema.items()})
         out['eval_seconds'] = time.perf_counter() - t
         return out
