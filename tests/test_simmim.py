@@ -200,6 +200,13 @@ def test_official_simmim_state_dict_loads_for_pretraining_and_finetuning(hf_case
     assert 'mask_token' not in enc_flat and len(enc_flat) == len(src) - 1
     for k, v in enc_flat.items():
         np.testing.assert_array_equal(v, src[k], err_msg=k)
+    # ... the same through init_from (what train.py does with --config.init_from=FILE)
+    from swinv2_jax.train import init_from
+    target = clf.init(jax.random.key(0), jnp.zeros((1, 64, 64, 3)))['params']
+    params, report = init_from.load_pretrained(str(tmp_path / 'simmim.pth'), clf, target)
+    assert report.kind == 'torch' and [r.split(' ')[0] for r in report.reinitialised] == ['head/bias', 'head/kernel']
+    np.testing.assert_array_equal(np.asarray(params['layers_2']['blocks_0']['attn']['qkv']['kernel']),
+                                  src['layers_2/blocks_0/attn/qkv/kernel'])
     # ... Hugging Face's masked-image-modelling checkpoint too (its decoder is left out)
     hf_enc = flat(convert.load_torch_weights(hf_case['hf'].state_dict(), clf.clone(num_classes=0))['params'])
     for k, v in hf_enc.items():
@@ -381,6 +388,10 @@ def test_configs_load_and_official_values():
     bad = load_config('simmim_digits', 'runlocal')
     bad.simmim.mask_patch_size = 6
     with pytest.raises(ValueError, match='not a multiple of the model patch size 4'):
+        simmim_objective.build_model(bad)
+    bad = load_config('simmim_digits', 'runlocal')
+    bad.optim.layer_decay = 0.75
+    with pytest.raises(ValueError, match='layer_decay=1.0'):
         simmim_objective.build_model(bad)
 
 

@@ -53,6 +53,10 @@ def build_model(config) -> SimMIM:
     overrides = config_lib.as_overrides(config)
     overrides.update(use_mask_token=True, num_classes=0)
     encoder = create_model(config.model, **overrides)
+    if float(config.optim.get('layer_decay', 1.0)) != 1.0:
+        raise ValueError(f'optim.layer_decay={config.optim.layer_decay} with objective simmim: layer-wise lr '
+                         f'decay belongs to fine-tuning (official SimMIM pre-training has none, and its ids '
+                         f'are those of a classifier); set --config.optim.layer_decay=1.0')
     mim = config.get('simmim', None) or default_config()
     mask_patch = int(mim.get('mask_patch_size', 32))
     if mask_patch % encoder.patch_size:
