@@ -354,6 +354,16 @@ def test_finetune_from_simmim_run_at_another_window(simmim_run, tmp_path):
         if not k.startswith('head/'):
             np.testing.assert_array_equal(v, src['encoder/' + k], err_msg=k)
     assert len(got) == len([k for k in src if k.startswith('encoder/')]) - 1 + 2   # - mask token + head
+    # continued pre-training: a SimMIM model takes all of a SimMIM run or file
+    mim = trainer.build_model(_digits_simmim_config(), 10)
+    mim_target = mim.init(jax.random.key(1), jnp.zeros((1, 32, 32, 3)))['params']
+    from safetensors.numpy import save_file
+    save_file(export_simmim_weights({'params': pre.params}, mim, 'simmim'), str(tmp_path / 'mim.safetensors'))
+    for source, kind in ((workdir, 'simmim-training'), (str(tmp_path / 'mim.safetensors'), 'torch')):
+        params, report = init_from.load_pretrained(source, mim, mim_target)
+        assert report.kind == kind and not report.reinitialised and not report.dropped
+        for k, v in flat(params).items():
+            np.testing.assert_array_equal(v, src[k], err_msg=k)
     # and it trains (layer decay on), from the config as train.py would run it
     tuned = trainer.train_and_evaluate(c, str(tmp_path))
     assert int(tuned.step) == c.num_train_steps

@@ -5,6 +5,8 @@ Sources (`config.init_from`):
 - a PyTorch file (.pth/.pt/.bin/.safetensors; official, SimMIM, timm or Hugging Face names),
 - a training run of this project (its workdir, or its checkpoints/ directory); of a SimMIM run
   (`objective='simmim'`) the encoder is taken, its mask token and decoder left out (and logged).
+A SimMIM target (continued pre-training, `objective='simmim'` with init_from) takes all of a
+SimMIM source instead: a SimMIM run, or an official SimMIM / Hugging Face file.
 
 Every source is read at its own architecture (its class count included), then merged into the
 target's initial parameters by path:
@@ -31,6 +33,7 @@ from flax import traverse_util
 from flax.core import unfreeze
 
 from swinv2_jax.models import SwinTransformerV2, abstract_variables, model_from_fields
+from swinv2_jax.models.simmim import SimMIM
 
 Path = Tuple[str, ...]
 TORCH_SUFFIXES = ('.pth', '.pt', '.bin', '.safetensors')
@@ -113,24 +116,51 @@ def read_source(path: str, model: SwinTransformerV2) -> Tuple[Dict, str]:
         return unfreeze(variables['params']), 'converted'
     workdir = _training_dir(path)
     if workdir is not None:
-        from swinv2_jax.train.checkpointing import Checkpointer
-        ckpt = Checkpointer(workdir, read_only=True, async_save=False)
-        if ckpt.latest_step() is None:
-            raise FileNotFoundError(f'init_from: the training run at {workdir} has no checkpoint yet')
-        meta = ckpt.restore_meta()
-        if meta.get('objective') == 'simmim':
-            from swinv2_jax.train import simmim as simmim_objective
-            source_model = simmim_objective.model_from_meta(meta)
-        else:
-            source_model = model_from_fields(meta['model'])
-        abstract = abstract_variables(source_model)['params']
-        params = unfreeze(jax.device_get(ckpt.restore_params(abstract)))
-        ckpt.close()
+        params, meta = read_training_run(workdir)
         if meta.get('objective') == 'simmim':
             return simmim_encoder(params, path), 'simmim-training'
         return params, 'training'
     raise ValueError(f'init_from: {path} is neither a converted checkpoint (config.json + variables/), '
                      f'a training run (checkpoints/) nor a PyTorch file')
+
+
+def read_training_run(workdir: str) -> Tuple[Dict, Dict]:
+    """(params at the run's own architecture, meta) of a training run's latest checkpoint."""
+    from swinv2_jax.train.checkpointing import Checkpointer
+    ckpt = Checkpointer(workdir, read_only=True, async_save=False)
+    if ckpt.latest_step() is None:
+        raise FileNotFoundError(f'init_from: the training run at {workdir} has no checkpoint yet')
+    meta = ckpt.restore_meta()
+    if meta.get('objective') == 'simmim':
+        from swinv2_jax.train import simmim as simmim_objective
+        source_model = simmim_objective.model_from_meta(meta)
+    else:
+        source_model = model_from_fields(meta['model'])
+    abstract = abstract_variables(source_model)['params']
+    params = unfreeze(jax.device_get(ckpt.restore_params(abstract)))
+    ckpt.close()
+    return params, meta
+
+
+def read_simmim_source(path: str, model: SimMIM) -> Tuple[Dict, str]:
+    """Continued SimMIM pre-training: encoder, mask token and decoder of a PyTorch SimMIM file
+    (official or Hugging Face) or of a SimMIM run of this project."""
+    path = os.path.expanduser(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f'init_from: nothing at {path}')
+    if os.path.isfile(path) and path.endswith(TORCH_SUFFIXES):
+        from swinv2_jax.convert_simmim import load_simmim_weights
+        return unfreeze(load_simmim_weights(path, model)['params']), 'torch'
+    workdir = _training_dir(path) if os.path.isdir(path) else None
+    if workdir is not None:
+        params, meta = read_training_run(workdir)
+        if meta.get('objective') != 'simmim':
+            raise ValueError(f'init_from {path}: a classification run; continued SimMIM pre-training starts '
+                             f'from a SimMIM run or an official SimMIM / Hugging Face '
+                             f'Swinv2ForMaskedImageModeling file')
+        return params, 'simmim-training'
+    raise ValueError(f'init_from: {path} is neither a PyTorch SimMIM checkpoint ({", ".join(TORCH_SUFFIXES)}) '
+                     f'nor a SimMIM training run (checkpoints/)')
 
 
 def simmim_encoder(params: Dict, source_name: str = '') -> Dict:
@@ -199,7 +229,10 @@ def merge(target: Dict, source: Dict, head_map: Optional[np.ndarray] = None,
 def load_pretrained(path: str, model: SwinTransformerV2, target_params: Dict,
                     head_map_path: str = '') -> Tuple[Dict, InitReport]:
     """(params for `model`, report): `target_params` (its initialisation) with the source merged in."""
-    source, kind = read_source(path, model)
+    if isinstance(model, SimMIM):      # objective 'simmim': continued pre-training
+        source, kind = read_simmim_source(path, model)
+    else:
+        source, kind = read_source(path, model)
     head_map = read_head_map(head_map_path) if head_map_path else None
     params, report = merge(jax.device_get(target_params), source, head_map, path, kind)
     for line in report.summary().splitlines():
@@ -207,4 +240,5 @@ def load_pretrained(path: str, model: SwinTransformerV2, target_params: Dict,
     return params, report
 
 
-__all__ = ['InitReport', 'load_pretrained', 'merge', 'read_head_map', 'read_source', 'simmim_encoder']
+__all__ = ['InitReport', 'load_pretrained', 'merge', 'read_head_map', 'read_simmim_source', 'read_source',
+           'read_training_run', 'simmim_encoder']
