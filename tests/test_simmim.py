@@ -21,7 +21,7 @@ from transformers import Swinv2Config, Swinv2ForMaskedImageModeling
 
 from swinv2_jax import convert
 from swinv2_jax.convert_simmim import export_simmim_weights, load_simmim_weights
-from swinv2_jax.models import create_model
+from swinv2_jax.models import abstract_variables, create_model
 from swinv2_jax.models.simmim import (SimMIM, create_simmim, expand_mask, masked_l1_loss, normalized_target,
                                       pixel_shuffle)
 from torch_refs import assert_close, nchw, randomize_, to_torch_state
@@ -37,6 +37,11 @@ ENC = dict(img_size=64, patch_size=4, embed_dim=16, depths=(1, 2, 1), num_heads=
 
 def flat(tree):
     return {'/'.join(k): np.asarray(v) for k, v in traverse_util.flatten_dict(jax.device_get(tree)).items()}
+
+
+def zeros_params(model):
+    """Stand-in initial parameters (init_from's target) without running the model's init."""
+    return jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), abstract_variables(model)['params'])
 
 
 def load_config(name, arg=None) -> ml_collections.ConfigDict:
@@ -151,12 +156,11 @@ def test_reconstruction_and_loss_match_hugging_face(hf_case):
     rel = abs(float(loss) - hf_case['ref_loss']) / hf_case['ref_loss']
     assert rel < 1e-4, rel
     print(f'HF parity: reconstruction rel err {err:.2e}, loss {float(loss):.6f} vs {hf_case["ref_loss"]:.6f}')
-    # the block-grid mask of the input pipeline is the same mask
-    loss_b, rec_b = apply(variables, x, jnp.asarray(hf_case['blocks']))
-    np.testing.assert_array_equal(np.asarray(rec_b), np.asarray(rec))
-    assert float(loss_b) == float(loss)
+    # the block-grid mask of the input pipeline is the same mask (the model expands it)
+    np.testing.assert_array_equal(np.asarray(model.apply(variables, jnp.asarray(hf_case['blocks']),
+                                                         method=SimMIM.token_mask)), hf_case['tokens'])
     # the mask matters (the token is used) and the loss is over the masked pixels only
-    loss_none, rec_none = apply(variables, x, jnp.zeros((2, 16, 16)))
+    loss_none, rec_none = apply(variables, x, jnp.zeros_like(jnp.asarray(hf_case['tokens'])))
     assert float(loss_none) == 0.0 and not np.allclose(np.asarray(rec_none), np.asarray(rec))
     rec_err = np.abs(np.asarray(x) - np.asarray(rec)).mean(-1)
     pix = hf_case['tokens'].repeat(4, 1).repeat(4, 2)
@@ -202,7 +206,7 @@ def test_official_simmim_state_dict_loads_for_pretraining_and_finetuning(hf_case
         np.testing.assert_array_equal(v, src[k], err_msg=k)
     # ... the same through init_from (what train.py does with --config.init_from=FILE)
     from swinv2_jax.train import init_from
-    target = clf.init(jax.random.key(0), jnp.zeros((1, 64, 64, 3)))['params']
+    target = zeros_params(clf)
     params, report = init_from.load_pretrained(str(tmp_path / 'simmim.pth'), clf, target)
     assert report.kind == 'torch' and [r.split(' ')[0] for r in report.reinitialised] == ['head/bias', 'head/kernel']
     np.testing.assert_array_equal(np.asarray(params['layers_2']['blocks_0']['attn']['qkv']['kernel']),
@@ -345,7 +349,7 @@ def test_finetune_from_simmim_run_at_another_window(simmim_run, tmp_path):
     c.init_from = workdir
     model = trainer.build_model(c, 10)
     assert model.window_size[0] == (2, 2) and model.num_classes == 10
-    target = model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))['params']
+    target = zeros_params(model)
     params, report = init_from.load_pretrained(workdir, model, target)
     assert report.kind == 'simmim-training'
     assert sorted(r.split(' ')[0] for r in report.reinitialised) == ['head/bias', 'head/kernel']
@@ -356,7 +360,7 @@ def test_finetune_from_simmim_run_at_another_window(simmim_run, tmp_path):
     assert len(got) == len([k for k in src if k.startswith('encoder/')]) - 1 + 2   # - mask token + head
     # continued pre-training: a SimMIM model takes all of a SimMIM run or file
     mim = trainer.build_model(_digits_simmim_config(), 10)
-    mim_target = mim.init(jax.random.key(1), jnp.zeros((1, 32, 32, 3)))['params']
+    mim_target = zeros_params(mim)
     from safetensors.numpy import save_file
     save_file(export_simmim_weights({'params': pre.params}, mim, 'simmim'), str(tmp_path / 'mim.safetensors'))
     for source, kind in ((workdir, 'simmim-training'), (str(tmp_path / 'mim.safetensors'), 'torch')):
@@ -368,6 +372,21 @@ def test_finetune_from_simmim_run_at_another_window(simmim_run, tmp_path):
     tuned = trainer.train_and_evaluate(c, str(tmp_path))
     assert int(tuned.step) == c.num_train_steps
     assert np.isfinite(flat(tuned.params)['head/kernel']).all()
+
+
+def test_official_pretrain_config_runs_under_mock_imagenet(tmp_path):
+    """configs/simmim_pretrain.py:base,runlocal (bilinear crops, multistep lr) on mocked ImageNet."""
+    import tensorflow_datasets as tfds
+    from swinv2_jax.train import metrics, trainer
+    c = load_config('simmim_pretrain', 'base,runlocal')
+    with tfds.testing.mock_data(num_examples=8):
+        state = trainer.train_and_evaluate(c, str(tmp_path))
+    records = metrics.read_metrics(str(tmp_path))
+    train = [r for r in records if 'lr' in r]
+    assert int(state.step) == 2 and all(math.isfinite(r['loss']) for r in train)
+    # warm-up (1 update) from warmup_lr, then the epoch-1 milestone: lr x 0.1 (per 512 -> x 8 / 512)
+    assert train[0]['lr'] == pytest.approx(5e-7 * 8 / 512) and train[1]['lr'] == pytest.approx(1e-5 * 8 / 512)
+    assert [r['eval_examples'] for r in records if 'eval_loss' in r] == [8]
 
 
 # ----------------------------------------------------------------------------------------------
