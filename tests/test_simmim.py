@@ -22,7 +22,7 @@ from transformers import Swinv2Config, Swinv2ForMaskedImageModeling
 from swinv2_jax import convert
 from swinv2_jax.convert_simmim import export_simmim_weights, load_simmim_weights
 from swinv2_jax.models import abstract_variables, create_model
-from swinv2_jax.models.simmim import (SimMIM, create_simmim, expand_mask, masked_l1_loss, normalized_target,
+from swinv2_jax.models.simmim import (SimMIM, create_simmim, masked_l1_loss, normalized_target,
                                       pixel_shuffle)
 from torch_refs import assert_close, nchw, randomize_, to_torch_state
 
