@@ -78,6 +78,23 @@ ALIASES: Dict[str, str] = {
     'swinv2_huge': 'swinv2_huge_window12_192', 'swinv2_giant': 'swinv2_giant_window12_192',
 }
 
+# The paper's ablation rows as create_model overrides (README: "Ablations and Swin V1"). The paper
+# gives no code for them; the settings not named in a row are inferred to stay at the base's values.
+ABLATIONS: Dict[str, Dict[str, Any]] = {
+    # Table 6: res-post-norm, then scaled cosine attention, applied to Swin V1 (on swin_* variants;
+    # V1's table, qkv bias and merging are kept).
+    'table6_swin_v1': {},
+    'table6_res_post_norm': dict(norm_placement='res_post'),
+    'table6_res_post_norm_cosine': dict(norm_placement='res_post', attention='cosine'),
+    # Table 1: the position bias of SwinV2 (on swinv2_* variants; pre-trained at 256 / window 8,
+    # evaluated or fine-tuned at larger windows with pretrained_window_sizes=8).
+    'table1_parameterized': dict(position_bias='table'),
+    'table1_linear_cpb': dict(position_bias='linear_cpb'),
+    'table1_log_cpb': dict(position_bias='log_cpb'),
+    # Table 7: pre-norm instead of res-post-norm in SwinV2 (sandwich norm is not implemented).
+    'table7_pre_norm': dict(norm_placement='pre'),
+}
+
 OVERRIDES = (
     'num_classes', 'img_size', 'window_size', 'pretrained_window_sizes', 'drop_rate', 'attn_drop_rate',
     'drop_path_rate', 'dtype', 'param_dtype', 'embed_dim', 'depths', 'num_heads', 'mlp_ratio',

@@ -10,14 +10,20 @@ Swin fine-tuning recipe does (`utils.load_pretrained` in microsoft/Swin-Transfor
 timm resizes differently (`timm.layers.resize_rel_pos_bias_table`: BEiT's geometric-progression
 grid with linear interpolation); the official bicubic recipe is the one the issue asks for.
 
-numpy only: used by the converter, the Orbax loader and the training `init_from`.
+Used by the converter, the Orbax loader (`load_converted(dir, model=...)`) and the training
+`init_from`; the resize itself is numpy.
 """
 from __future__ import annotations
 
 import math
 from typing import Dict, List, Mapping, Optional, Tuple
 
+import jax.numpy as jnp
 import numpy as np
+from flax import traverse_util
+from flax.core import unfreeze
+
+from swinv2_jax.models.swin_transformer_v2 import abstract_variables
 
 Pair = Tuple[int, int]
 Path = Tuple[str, ...]
@@ -114,3 +120,27 @@ def transfer_tables(source: Mapping[Path, np.ndarray], target_shapes: Mapping[Pa
              f'{d[0]}x{d[1]} ({2 * d[0] - 1}x{2 * d[1] - 1}): {", ".join(blocks)}'
              for (s, d), blocks in moves.items()]
     return resized, lines
+
+
+def transfer_params(params: Mapping, source_model, target_model) -> Tuple[Dict, List[str]]:
+    """`params` of `source_model` for `target_model`, which may differ in img_size, windows,
+    pretrained windows, strict_img_size and the memory switches, not in the parameters themselves.
+
+    CPB parameters carry over unchanged (the meta network takes any coordinates); V1 tables are
+    resized to the target's windows. Returns (params, log lines).
+    Raises ValueError listing every leaf that is missing, unexpected or mis-shaped otherwise.
+    """
+    flat = traverse_util.flatten_dict(unfreeze(params))
+    want = traverse_util.flatten_dict(abstract_variables(target_model)['params'])
+    resized, lines = transfer_tables(flat, {p: s.shape for p, s in want.items()}, table_windows(target_model),
+                                     table_windows(source_model))
+    flat.update(resized)
+    problems = [f'{"/".join(p)}: missing in the source' for p in want if p not in flat]
+    problems += [f'{"/".join(p)}: not in the target model' for p in flat if p not in want]
+    problems += [f'{"/".join(p)}: source {list(np.shape(flat[p]))}, model {list(s.shape)}'
+                 for p, s in want.items() if p in flat and tuple(np.shape(flat[p])) != tuple(s.shape)]
+    if problems:
+        raise ValueError('the parameters do not transfer to the target model (only img_size, window '
+                         'sizes and switches that own no parameters may differ):\n  ' + '\n  '.join(problems))
+    out = {p: jnp.asarray(v, dtype=want[p].dtype) for p, v in flat.items()}
+    return traverse_util.unflatten_dict(out), lines
