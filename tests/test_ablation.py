@@ -503,3 +503,12 @@ def test_config_round_trip(name, overrides):
     assert again.is_swin_v1 == (name == V1 and not overrides.get('norm_placement'))
     if name == V1 and not overrides:
         assert {k: fields[k] for k in SWIN_V1} == SWIN_V1
+
+
+def test_no_weight_decay_on_the_v1_table():
+    """As the official V1 recipe (`no_weight_decay_keywords`) and timm: the table is not decayed."""
+    from swinv2_jax.train.optim import decay_mask
+    mask = flat(decay_mask(abstract_variables(swinv2_jax.create_model(V1, **SMALL_V1))['params']))
+    tables = [v for p, v in mask.items() if p[-1] == 'relative_position_bias_table']
+    assert len(tables) == sum(SMALL_V1['depths']) and not any(tables)
+    assert mask[('layers_0', 'blocks_0', 'attn', 'qkv', 'kernel')]
