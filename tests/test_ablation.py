@@ -512,3 +512,25 @@ def test_no_weight_decay_on_the_v1_table():
     tables = [v for p, v in mask.items() if p[-1] == 'relative_position_bias_table']
     assert len(tables) == sum(SMALL_V1['depths']) and not any(tables)
     assert mask[('layers_0', 'blocks_0', 'attn', 'qkv', 'kernel')]
+
+
+@pytest.mark.parametrize('row', ['table1_parameterized', 'table6_res_post_norm'])
+def test_ablation_training_config(row):
+    """configs/imagenet1k_ablation.py:ROW builds the row's model; the switches are config keys."""
+    import importlib.util
+    import os
+    from swinv2_jax.train import config_lib
+    path = os.path.join(os.path.dirname(__file__), '..', 'configs', 'imagenet1k_ablation.py')
+    spec = importlib.util.spec_from_file_location('imagenet1k_ablation', path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    c = module.get_config(f'{row},runlocal')
+    overrides = config_lib.as_overrides(c)
+    assert set(SWITCHES) <= set(overrides)
+    model = swinv2_jax.create_model(c.model, **overrides)
+    for k, v in ABLATIONS[row].items():
+        assert getattr(model, k) == v
+    assert model.qkv_bias == ('qkv' if row.startswith('table6') else 'qv')
+    abstract_variables(model)
+    with pytest.raises(ValueError, match='choose one of'):
+        module.get_config('table99')
