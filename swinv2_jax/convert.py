@@ -410,6 +410,8 @@ examples:
   # a headless feature extractor at another resolution (the position bias needs no resizing)
   python -m swinv2_jax.convert model.safetensors --model swinv2_tiny_window8_256 --img-size 512 \\
       --num-classes 0 --out ckpt/tiny_512_features
+  # Swin V1 at another window: its position bias tables are resized bicubically (logged)
+  python -m swinv2_jax.convert swin_base_patch4_window7_224.pth --model swin_base_patch4_window12_384 --out ckpt/b12
   # reduced test models: any create_model override as KEY=VALUE (Python literals)
   python -m swinv2_jax.convert t.pth --model swinv2_tiny_window8_256 --override embed_dim=16 \\
       --override 'depths=(1,2,1,1)' --override 'num_heads=(1,2,2,4)' --out ckpt/small

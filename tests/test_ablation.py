@@ -534,3 +534,24 @@ def test_ablation_training_config(row):
     abstract_variables(model)
     with pytest.raises(ValueError, match='choose one of'):
         module.get_config('table99')
+
+
+def test_cli_converts_swin_v1_to_another_window(tmp_path, capsys, caplog):
+    """The command line: a window-8 Swin V1 .safetensors into a window-16 model, tables resized."""
+    from safetensors.numpy import save_file
+    from swinv2_jax import convert
+    source = swinv2_jax.create_model(V1, **TRANSFER, **SOURCE)
+    variables = randomised_params(source, seed=6)
+    src = tmp_path / 'w8.safetensors'
+    save_file(swinv2_jax.export_torch_weights(variables, source, 'official'), str(src))
+    args = [str(src), '--model', V1, '--out', str(tmp_path / 'w16'), '--img-size', '256', '--window-size', '16']
+    for k in ('embed_dim', 'depths', 'num_heads', 'num_classes'):
+        args += ['--override', f'{k}={TRANSFER[k]!r}']
+    with caplog.at_level(logging.INFO):
+        assert convert.main(args) == 0
+    assert 'official-layout' in capsys.readouterr().out
+    assert 'from window 8x8 (15x15 offsets) to 16x16 (31x31)' in caplog.text
+    model, loaded = checkpoints.load_converted(tmp_path / 'w16')
+    assert model.window_size[0] == (16, 16)
+    table = flat(loaded['params'])[('layers_0', 'blocks_0', 'attn', 'relative_position_bias_table')]
+    assert table.shape == (31 * 31, 1)
