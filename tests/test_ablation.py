@@ -555,3 +555,14 @@ def test_cli_converts_swin_v1_to_another_window(tmp_path, capsys, caplog):
     assert model.window_size[0] == (16, 16)
     table = flat(loaded['params'])[('layers_0', 'blocks_0', 'attn', 'relative_position_bias_table')]
     assert table.shape == (31 * 31, 1)
+
+
+def test_memory_switches_change_no_numbers_with_v1_and_padding(small_v1):
+    """Sequential attention (chunks of the padded map's windows) and remat on a Swin V1 at a padded
+    size: the same logits."""
+    model = small_v1['model'].clone(strict_img_size=False)
+    x = images((132, 92))
+    plain = logits_of(model, small_v1['variables'], x)
+    chunked = model.clone(sequential_attention=(0, 1, 2, 3), attention_chunk_size=3, remat_policy='full')
+    np.testing.assert_allclose(logits_of(chunked, small_v1['variables'], x), plain, rtol=0,
+                               atol=1e-5 * np.abs(plain).max())
