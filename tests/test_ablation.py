@@ -448,6 +448,7 @@ def test_window_transfer_through_orbax_init_from_and_torch(trained_w8, key, capl
             np.testing.assert_array_equal(np.asarray(v), np.asarray(src[p]), err_msg='/'.join(p))
     assert bool(resized) == (trained_w8['mode'] == 'table')
     assert ('resized the position bias table' in caplog.text) == bool(resized)
+    assert ('continuous position bias carried over unchanged' in caplog.text) == (not resized)
     if key == 'w16_256' or trained_w8['mode'] == 'linear_cpb':  # (24 for the others: against timm below)
         logits = logits_of(target, variables, images(target.img_size))
         assert np.isfinite(logits).all() and np.abs(logits).max() > 0
@@ -566,3 +567,13 @@ def test_memory_switches_change_no_numbers_with_v1_and_padding(small_v1):
     chunked = model.clone(sequential_attention=(0, 1, 2, 3), attention_chunk_size=3, remat_policy='full')
     np.testing.assert_allclose(logits_of(chunked, small_v1['variables'], x), plain, rtol=0,
                                atol=1e-5 * np.abs(plain).max())
+
+
+def test_cpb_transfer_notes_flag_unset_pretrained_windows():
+    source = swinv2_jax.create_model(V2, **TRANSFER, **SOURCE)
+    with_pw = swinv2_jax.create_model(V2, **TRANSFER, **TARGETS['w16_256'], pretrained_window_sizes=8)
+    without = swinv2_jax.create_model(V2, **TRANSFER, **TARGETS['w16_256'])
+    assert len(transfer.cpb_transfer_notes(source, with_pw)) == 1
+    notes = transfer.cpb_transfer_notes(source, without)
+    assert len(notes) == 2 and 'pretrained_window_sizes=[8, 8, 8, 8]' in notes[1]
+    assert transfer.cpb_transfer_notes(source, source) == []

@@ -135,6 +135,7 @@ def transfer_params(params: Mapping, source_model, target_model) -> Tuple[Dict, 
     resized, lines = transfer_tables(flat, {p: s.shape for p, s in want.items()}, table_windows(target_model),
                                      table_windows(source_model))
     flat.update(resized)
+    lines += cpb_transfer_notes(source_model, target_model)
     problems = [f'{"/".join(p)}: missing in the source' for p in want if p not in flat]
     problems += [f'{"/".join(p)}: not in the target model' for p in flat if p not in want]
     problems += [f'{"/".join(p)}: source {list(np.shape(flat[p]))}, model {list(s.shape)}'
@@ -144,3 +145,22 @@ def transfer_params(params: Mapping, source_model, target_model) -> Tuple[Dict, 
                          'sizes and switches that own no parameters may differ):\n  ' + '\n  '.join(problems))
     out = {p: jnp.asarray(v, dtype=want[p].dtype) for p, v in flat.items()}
     return traverse_util.unflatten_dict(out), lines
+
+
+def cpb_transfer_notes(source_model, target_model) -> List[str]:
+    """Log lines for CPB models moved to other windows: nothing is resized; say what normalises the
+    coordinates, and flag the likely mistake of leaving pretrained_window_sizes unset."""
+    if getattr(target_model, 'position_bias', 'table') == 'table':
+        return []
+    src = [w for w, _ in source_model.stage_windows()]
+    dst = [w for w, _ in target_model.stage_windows()]
+    if src == dst:
+        return []
+    pretrained = [tuple(p) for p in target_model.pretrained_window_sizes]
+    lines = [f'continuous position bias carried over unchanged from windows {src} to {dst}; its '
+             f'coordinates are normalised by pretrained_window_sizes {pretrained} (0: by the new window)']
+    if not any(any(p) for p in pretrained):
+        lines.append(f'pretrained_window_sizes is unset: the coordinates are normalised by the new windows, '
+                     f'not the source\'s {src}; pass pretrained_window_sizes={[w[0] for w in src]} to keep '
+                     f'the meaning of the pre-trained bias (as the released fine-tuned models do)')
+    return lines
