@@ -320,12 +320,13 @@ def test_each_switch(v2_base, flip):
 
 def test_pre_norm_blocks_init_their_norms_to_ones():
     """V1's pre-norms start at ones (SwinV2's res-post-norms at zero: test_model's official init)."""
-    model = swinv2_jax.create_model(V2, **SMALL_V2, norm_placement='pre')
-    params = flat(init_params(model))
-    for kind in ('scale', 'bias'):
-        norms = [v for p, v in params.items() if p[-2] in ('norm1', 'norm2') and p[-1] == kind]
-        assert len(norms) == 2 * sum(SMALL_V2['depths'])
-        assert all(np.all(np.asarray(v) == (kind == 'scale')) for v in norms)
+    from swinv2_jax.models.swin_transformer_v2 import SwinTransformerV2Block
+    for placement, value in (('pre', 1.0), ('res_post', 0.0)):
+        block = SwinTransformerV2Block(16, 2, (8, 8), (4, 4), (2, 2), norm_placement=placement)
+        params = jax.jit(block.init)(jax.random.PRNGKey(0), jnp.zeros((1, 8, 8, 16)))['params']
+        for norm in ('norm1', 'norm2'):
+            np.testing.assert_array_equal(np.asarray(params[norm]['scale']), value)
+            np.testing.assert_array_equal(np.asarray(params[norm]['bias']), 0.0)
 
 
 def test_qkv_bias_switch_re_expresses_the_same_function(v2_base):
