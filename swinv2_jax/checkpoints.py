@@ -11,6 +11,7 @@ model from config.json and restores the variables against the shapes and dtypes 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import uuid
@@ -23,7 +24,9 @@ import orbax.checkpoint as ocp
 from flax import traverse_util
 from flax.core import unfreeze
 
-from swinv2_jax.models import SwinTransformerV2, abstract_variables, model_fields, model_from_fields
+from swinv2_jax.models import SwinTransformerV2, abstract_variables, model_fields, model_from_fields, transfer
+
+log = logging.getLogger(__name__)
 
 FORMAT = 'swinv2_jax.converted/1'
 CONFIG_FILE = 'config.json'
@@ -164,8 +167,12 @@ def read_config(directory) -> Dict[str, Any]:
     return config
 
 
-def load_converted(directory) -> Tuple[SwinTransformerV2, Dict[str, Any]]:
+def load_converted(directory, model: Optional[SwinTransformerV2] = None) -> Tuple[SwinTransformerV2, Dict[str, Any]]:
     """`(model, variables)` from a directory written by `save_converted`.
+
+    With `model`, the stored weights are loaded into that model instead of the stored one: it may
+    differ in img_size, window sizes, pretrained windows, strict_img_size and the memory switches
+    (a Swin V1 position bias table is resized bicubically to its windows; logged).
 
     Raises:
       FileNotFoundError: the directory, its config.json or its variables/ are missing.
@@ -173,6 +180,7 @@ def load_converted(directory) -> Tuple[SwinTransformerV2, Dict[str, Any]]:
         unreadable or do not have the shapes/dtypes the model expects (every mismatch listed).
     """
     directory = os.path.abspath(os.fspath(directory))
+    target_model = model
     config = read_config(directory)
     cfg_path = os.path.join(directory, CONFIG_FILE)
     try:
@@ -205,4 +213,10 @@ def load_converted(directory) -> Tuple[SwinTransformerV2, Dict[str, Any]]:
         except Exception as e:
             raise ValueError(f'cannot restore the variables at {var_path} ({type(e).__name__}: '
                              f'{str(e)[:500]}); the checkpoint is corrupt or incomplete') from e
-    return model, unfreeze(variables)
+    variables = unfreeze(variables)
+    if target_model is not None:
+        params, lines = transfer.transfer_params(variables['params'], model, target_model)
+        for line in lines:
+            log.info('%s', line)
+        model, variables = target_model, {**variables, 'params': params}
+    return model, variables

@@ -1,10 +1,15 @@
-"""Weights to and from the PyTorch SwinV2 checkpoints: official repo, SimMIM, timm, Hugging Face.
+"""Weights to and from the PyTorch SwinV2 checkpoints: official repo, SimMIM, timm, Hugging Face;
+and Swin V1's (`swin_*`: the same layouts; Hugging Face's `Swin*` models under `swin.`).
 
 Each layout is a table of name rules from this project's parameter paths to PyTorch names; the
 array transforms follow from the parameter (Linear [out, in] <-> Dense kernel [in, out], Conv
 [O, I, kh, kw] <-> [kh, kw, I, O], the rest copied). Buffers saved by PyTorch (coords table,
 relative position index, attention mask) are ignored on load and recomputed; the official layout
 writes them back on export because the official model loads with them.
+
+Window and resolution transfer: the CPB modes need nothing; a Swin V1 `relative_position_bias_table`
+saved for another window is resized bicubically on load, as the official fine-tuning recipe does
+(`swinv2_jax.models.transfer`); the log says which blocks and how.
 
 torch is only imported to read `.pth`/`.pt`/`.bin` files (`weights_only=True`: no code is
 unpickled); `.safetensors` files and in-memory mappings need no torch.
@@ -25,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
+from swinv2_jax.models import transfer
 from swinv2_jax.models.swin_transformer_v2 import (SwinTransformerV2, abstract_variables, relative_coords_table,
                                                    relative_position_index, shifted_window_mask)
 
@@ -72,8 +78,43 @@ _HF_BLOCK = [  # official/timm block suffix -> Hugging Face suffix
 ]
 
 
+# Swin V1 in Hugging Face (`SwinModel`, `SwinForImageClassification`): the hub files' names. The
+# block names above are shared; these are V1's own parameters.
+_HF_V1_BLOCK = [
+    (r'attn\.relative_position_bias_table$', 'attention.self.relative_position_bias_table'),
+]
+# transformers >= 5 renames Swin V1's modules in memory (its `conversion_mapping.py` maps the hub
+# names onto these on load): its state dicts are read through this table back to the hub names.
+_HF_V1_IN_MEMORY = [
+    (r'\.attention\.q_proj\.', '.attention.self.query.'),
+    (r'\.attention\.k_proj\.', '.attention.self.key.'),
+    (r'\.attention\.v_proj\.', '.attention.self.value.'),
+    (r'\.attention\.relative_position_bias\.relative_position_bias_table$',
+     '.attention.self.relative_position_bias_table'),
+    (r'\.attention\.relative_position_bias\.relative_position_index$', '.attention.self.relative_position_index'),
+    (r'\.attention\.o_proj\.', '.attention.output.dense.'),
+    (r'(\.blocks\.\d+)\.mlp\.fc1\.', r'\1.intermediate.dense.'),
+    (r'(\.blocks\.\d+)\.mlp\.fc2\.', r'\1.output.dense.'),
+]
+HF_PREFIXES = ('swinv2.', 'swin.')
+
+
+def hf_prefix(model: SwinTransformerV2) -> str:
+    """`swin.` (Hugging Face `Swin*` classes) for Swin V1, `swinv2.` (`Swinv2*`) otherwise."""
+    return 'swin.' if model.is_swin_v1 else 'swinv2.'
+
+
+def _canonical_hf_v1(sd: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+    out = {}
+    for k, v in sd.items():
+        for pattern, repl in _HF_V1_IN_MEMORY:
+            k = re.sub(pattern, repl, k)
+        out[k] = v
+    return out
+
+
 def _hf_names(path: Path, prefix: str) -> List[str]:
-    """Hugging Face names (a list: the fused qkv kernel is three Linear weights there)."""
+    """Hugging Face names (a list: the fused qkv kernel, and V1's qkv bias, are three there)."""
     name = _official_name(path)
     if name.startswith('head.'):
         return ['classifier.' + name[len('head.'):]]
@@ -85,10 +126,11 @@ def _hf_names(path: Path, prefix: str) -> List[str]:
         name = 'layernorm.' + name[len('norm.'):]
     else:
         name = 'encoder.' + name
-        if name.endswith('attn.qkv.weight'):
-            stem = name[:-len('attn.qkv.weight')] + 'attention.self.'
-            return [prefix + stem + p + '.weight' for p in ('query', 'key', 'value')]
-        for pattern, repl in _HF_BLOCK:
+        if name.endswith(('attn.qkv.weight', 'attn.qkv.bias')):
+            stem, leaf = name.rsplit('.', 1)
+            stem = stem[:-len('attn.qkv')] + 'attention.self.'
+            return [prefix + stem + p + '.' + leaf for p in ('query', 'key', 'value')]
+        for pattern, repl in _HF_BLOCK + _HF_V1_BLOCK:
             name = re.sub(pattern, repl, name)
     return [prefix + name]
 
@@ -189,8 +231,9 @@ def read_state_dict(src) -> Dict[str, np.ndarray]:
 def detect_layout(keys) -> Tuple[str, str]:
     """(layout, Hugging Face prefix) of a state dict's keys."""
     keys = list(keys)
-    if any(k.startswith('swinv2.') for k in keys):
-        return 'hf', 'swinv2.'
+    for prefix in HF_PREFIXES:
+        if any(k.startswith(prefix) for k in keys):
+            return 'hf', prefix
     if any(k.startswith('embeddings.patch_embeddings') for k in keys):
         return 'hf', ''
     if any(k.startswith('encoder.patch_embed.') for k in keys):
@@ -202,7 +245,7 @@ def detect_layout(keys) -> Tuple[str, str]:
     if any(k.startswith('patch_embed.') for k in keys):
         return 'timm', ''
     raise ValueError('cannot tell the layout of this state dict: none of the official, SimMIM, timm or '
-                     f'Hugging Face SwinV2 names are in it (first keys: {keys[:5]})')
+                     f'Hugging Face Swin V1/V2 names are in it (first keys: {keys[:5]})')
 
 
 def _canonical_simmim(sd: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
@@ -231,7 +274,9 @@ def load_torch_weights(src, model: SwinTransformerV2, layout: Optional[str] = No
       src: a path (`.pth`/`.pt`/`.bin` via `torch.load(weights_only=True)`, or `.safetensors`) or a
         mapping of names to arrays (torch tensors or numpy).
       model: the `SwinTransformerV2` the weights are for (its img_size and windows may differ from
-        the checkpoint's: the position bias is a function of coordinates, nothing to resize).
+        the checkpoint's: the CPB modes take any coordinates; a V1 position bias table saved for
+        another window is resized bicubically, its source window taken as square, as the official
+        recipe does; both are logged).
       layout: 'official', 'simmim', 'timm' or 'hf'; detected from the names when None.
 
     Raises:
@@ -242,11 +287,14 @@ def load_torch_weights(src, model: SwinTransformerV2, layout: Optional[str] = No
     if layout is None:
         layout, prefix = detect_layout(sd)
     elif layout == 'hf':
-        prefix = 'swinv2.' if any(k.startswith('swinv2.') for k in sd) else ''
+        prefix = next((p for p in HF_PREFIXES if any(k.startswith(p) for k in sd)), '')
     if layout == 'simmim':
         sd = _canonical_simmim(sd)
+    if layout == 'hf':
+        sd = _canonical_hf_v1(sd)
 
     expected = traverse_util.flatten_dict(abstract_variables(model)['params'])
+    sd, transfer_log = _resize_tables(sd, model, expected, layout, prefix)
     params, missing, misshaped, used = {}, [], [], set()
     head_classes = None  # the checkpoint's class count, where it differs from the model's
     for path, spec in expected.items():
@@ -282,7 +330,25 @@ def load_torch_weights(src, model: SwinTransformerV2, layout: Optional[str] = No
                          'the layout (detected or given) is right')
         raise ValueError('\n'.join(lines))
     log.info('loaded %d %s-layout tensors into %s', len(used), layout, type(model).__name__)
+    for line in transfer_log:
+        log.info('%s', line)
     return {'params': traverse_util.unflatten_dict(params)}
+
+
+def _resize_tables(sd: Dict[str, np.ndarray], model: SwinTransformerV2, expected, layout: str,
+                   prefix: str) -> Tuple[Dict[str, np.ndarray], List[str]]:
+    """`sd` with each V1 position bias table saved for another window resized to the model's."""
+    windows = transfer.table_windows(model)
+    names = {path: torch_names(path, layout, prefix)[0] for path in windows}
+    source = {path: sd[n] for path, n in names.items() if n in sd}
+    shapes = {path: expected[path].shape for path in windows if path in expected}
+    resized, lines = transfer.transfer_tables(source, shapes, windows)
+    if not resized:
+        return sd, lines
+    sd = dict(sd)
+    for path, table in resized.items():
+        sd[names[path]] = table
+    return sd, lines
 
 
 # ----------------------------------------------------------------------------------------------
@@ -297,7 +363,9 @@ def _official_buffers(model: SwinTransformerV2) -> Dict[str, np.ndarray]:
         for j in range(model.depths[i]):
             block_shift = shift if j % 2 else (0, 0)
             stem = f'layers.{i}.blocks.{j}.'
-            out[stem + 'attn.relative_coords_table'] = relative_coords_table(window, pretrained)[None]
+            if model.position_bias != 'table':
+                out[stem + 'attn.relative_coords_table'] = relative_coords_table(
+                    window, pretrained, log_spaced=model.position_bias == 'log_cpb')[None]
             out[stem + 'attn.relative_position_index'] = relative_position_index(window).astype(np.int64)
             mask = shifted_window_mask(res, window, block_shift)
             if mask is not None:
@@ -315,13 +383,16 @@ def export_torch_weights(variables: Mapping[str, Any], model: SwinTransformerV2,
     Works on any pytree shaped like the params (e.g. gradients).
     SwinV2-H/G's extra norms have no PyTorch implementation to load into; they are written as
     `layers.{i}.blocks.{j}.extra_norm.*` so that a round trip keeps them.
+    Swin V1 models (`swin_*`) give the state dicts of timm's and the official `SwinTransformer`, and
+    in the hf layout the hub files' names under `swin.` (`SwinForImageClassification.from_pretrained`
+    reads them; transformers >= 5 renames them in memory).
     """
     if layout not in ('timm', 'official', 'hf', 'simmim'):
         raise ValueError(f'unknown layout {layout!r}; valid layouts: timm, official, hf, simmim')
     params = variables.get('params', variables)
     out: Dict[str, np.ndarray] = {}
     for path, value in traverse_util.flatten_dict(dict(params)).items():
-        names = torch_names(path, layout)
+        names = torch_names(path, layout, hf_prefix(model))
         for name, array in zip(names, _to_torch(path, np.asarray(value, dtype=np.float32), len(names))):
             out[name] = np.ascontiguousarray(array)
     if layout in ('official', 'simmim'):
@@ -341,6 +412,8 @@ examples:
   # a headless feature extractor at another resolution (the position bias needs no resizing)
   python -m swinv2_jax.convert model.safetensors --model swinv2_tiny_window8_256 --img-size 512 \\
       --num-classes 0 --out ckpt/tiny_512_features
+  # Swin V1 at another window: its position bias tables are resized bicubically (logged)
+  python -m swinv2_jax.convert swin_base_patch4_window7_224.pth --model swin_base_patch4_window12_384 --out ckpt/b12
   # reduced test models: any create_model override as KEY=VALUE (Python literals)
   python -m swinv2_jax.convert t.pth --model swinv2_tiny_window8_256 --override embed_dim=16 \\
       --override 'depths=(1,2,1,1)' --override 'num_heads=(1,2,2,4)' --out ckpt/small
@@ -456,8 +529,9 @@ def _cli_to_torch(args, parser) -> str:
 
     model, variables = load_converted(args.src)
     sd = export_torch_weights(variables, model, layout=layout)
-    if layout == 'hf' and model.num_classes == 0:  # Swinv2Model (no classifier) has no prefix
-        sd = {k[len('swinv2.'):] if k.startswith('swinv2.') else k: v for k, v in sd.items()}
+    if layout == 'hf' and model.num_classes == 0:  # Swinv2Model / SwinModel (no classifier): no prefix
+        prefix = hf_prefix(model)
+        sd = {k[len(prefix):] if k.startswith(prefix) else k: v for k, v in sd.items()}
     os.makedirs(os.path.dirname(out), exist_ok=True)
     tmp = f'{out}.tmp-{os.getpid()}'
     try:

@@ -12,9 +12,9 @@ import swinv2_jax
 def randomize_(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     """Randomise what the official init leaves degenerate, so a parity test can fail on it.
 
-    The res-post-norms start at zero (each block is the identity), q/v biases at zero and
-    logit_scale at log(10) everywhere: a wrong norm placement, a missing bias or a wrong clamp
-    would go unseen. Some logit scales are pushed past the clamp at log(100).
+    The res-post-norms start at zero (each block is the identity), q/v biases (V1: the qkv bias) at
+    zero, V1's bias tables near zero and logit_scale at log(10) everywhere: a wrong norm placement,
+    a missing bias or a wrong clamp would go unseen. Some logit scales are pushed past the clamp at log(100).
     """
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -26,6 +26,10 @@ def randomize_(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
                 p.copy_(0.2 * r)
             elif name.endswith(('q_bias', 'v_bias', 'query.bias', 'value.bias')):
                 p.copy_(0.2 * r)
+            elif name.endswith(('qkv.bias', 'key.bias', 'q_proj.bias', 'k_proj.bias', 'v_proj.bias')):
+                p.copy_(0.2 * r)  # Swin V1's plain qkv bias (zero at init): a missing key bias shows
+            elif name.endswith('relative_position_bias_table'):
+                p.copy_(r)  # Swin V1's table (normal 0.02 at init): large enough to matter
             elif name.endswith('logit_scale'):
                 p.copy_(math.log(10.0) + 1.5 * r)
     return module

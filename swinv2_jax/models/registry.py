@@ -1,6 +1,8 @@
-"""The released SwinV2 variants as data, and the `create_model` / `list_models` factory.
+"""The released SwinV2 (and Swin V1) variants as data, and the `create_model` / `list_models` factory.
 
-Canonical names are timm's. The official repository's long names (`swinv2_tiny_patch4_window8_256`,
+Canonical names are timm's. Swin Transformer V1 (`swin_*`) is this model with every ablation switch
+at its V1 value (`SWIN_V1`: pre-norm, dot-product attention, a position bias table, a qkv bias, V1
+patch merging). The official repository's long names (`swinv2_tiny_patch4_window8_256`,
 `..._22kto1k_ft`) and the Hugging Face hub names (`microsoft/swinv2-tiny-patch4-window8-256`) are
 aliases, and a timm pretrained tag (`swinv2_base_window12_192.ms_in22k`) is accepted and ignored.
 """
@@ -13,7 +15,7 @@ from typing import Any, Dict, List
 
 import jax.numpy as jnp
 
-from swinv2_jax.models.swin_transformer_v2 import SwinTransformerV2, to_pair
+from swinv2_jax.models.swin_transformer_v2 import SWIN_V1, SWITCHES, SwinTransformerV2, to_pair
 
 _T = dict(embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24))
 _S = dict(embed_dim=96, depths=(2, 2, 18, 2), num_heads=(3, 6, 12, 24))
@@ -43,6 +45,14 @@ VARIANTS: Dict[str, Dict[str, Any]] = {
                                      window_size=12, img_size=192, extra_norm_every=6),
     'swinv2_giant_window12_192': dict(embed_dim=512, depths=(2, 2, 42, 4), num_heads=(16, 32, 64, 128),
                                       window_size=12, img_size=192, extra_norm_every=6),
+    # Swin Transformer V1 (timm's `swin_transformer.py`; the official names are the same). At
+    # 224/window 7 the last stage is a 7x7 map: one unshifted window.
+    'swin_tiny_patch4_window7_224': dict(**_T, window_size=7, img_size=224, **SWIN_V1),
+    'swin_small_patch4_window7_224': dict(**_S, window_size=7, img_size=224, **SWIN_V1),
+    'swin_base_patch4_window7_224': dict(**_B, window_size=7, img_size=224, **SWIN_V1),
+    'swin_base_patch4_window12_384': dict(**_B, window_size=12, img_size=384, **SWIN_V1),
+    'swin_large_patch4_window7_224': dict(**_L, window_size=7, img_size=224, **SWIN_V1),
+    'swin_large_patch4_window12_384': dict(**_L, window_size=12, img_size=384, **SWIN_V1),
 }
 
 _OFFICIAL = {
@@ -61,9 +71,28 @@ _OFFICIAL = {
 }
 # The hub names are the official names with '-' for '_'.
 _HF = {'microsoft/' + k.replace('_', '-'): v for k, v in _OFFICIAL.items()}
+# Swin V1: the official names are timm's; the hub's are them with '-' (weights of the 1K heads).
+_HF.update({'microsoft/' + k.replace('_', '-'): k for k in VARIANTS if k.startswith('swin_')})
 ALIASES: Dict[str, str] = {
     **_OFFICIAL, **_HF,
     'swinv2_huge': 'swinv2_huge_window12_192', 'swinv2_giant': 'swinv2_giant_window12_192',
+}
+
+# The paper's ablation rows as create_model overrides (README: "Ablations and Swin V1"). The paper
+# gives no code for them; the settings not named in a row are inferred to stay at the base's values.
+ABLATIONS: Dict[str, Dict[str, Any]] = {
+    # Table 6: res-post-norm, then scaled cosine attention, applied to Swin V1 (on swin_* variants;
+    # V1's table, qkv bias and merging are kept).
+    'table6_swin_v1': {},
+    'table6_res_post_norm': dict(norm_placement='res_post'),
+    'table6_res_post_norm_cosine': dict(norm_placement='res_post', attention='cosine'),
+    # Table 1: the position bias of SwinV2 (on swinv2_* variants; pre-trained at 256 / window 8,
+    # evaluated or fine-tuned at larger windows with pretrained_window_sizes=8).
+    'table1_parameterized': dict(position_bias='table'),
+    'table1_linear_cpb': dict(position_bias='linear_cpb'),
+    'table1_log_cpb': dict(position_bias='log_cpb'),
+    # Table 7: pre-norm instead of res-post-norm in SwinV2 (sandwich norm is not implemented).
+    'table7_pre_norm': dict(norm_placement='pre'),
 }
 
 OVERRIDES = (
@@ -71,6 +100,8 @@ OVERRIDES = (
     'drop_path_rate', 'dtype', 'param_dtype', 'embed_dim', 'depths', 'num_heads', 'mlp_ratio',
     'patch_size', 'in_chans', 'extra_norm_every', 'remat_policy', 'sequential_attention',
     'attention_chunk_size', 'use_mask_token',
+    # the ablation switches (SwinV2 <-> V1; see SwinTransformerV2) and inputs of any size
+    *SWITCHES, 'strict_img_size',
 )
 
 
@@ -154,6 +185,10 @@ def create_model(name: str, **overrides) -> SwinTransformerV2:
     memory switches remat_policy ('none', 'full', 'dots', 'dots_no_batch'), sequential_attention
     (stage indices) and attention_chunk_size (windows per step), which never change the numbers;
     use_mask_token (SimMIM's learned mask token, see `SwinTransformerV2.features`).
+    Ablation switches (defaults: SwinV2; the `swin_*` variants set the V1 values): norm_placement
+    ('res_post', 'pre'), attention ('cosine', 'dot'), position_bias ('log_cpb', 'linear_cpb',
+    'table'), qkv_bias ('qv', 'qkv'), patch_merging ('v2', 'v1'); strict_img_size=False takes
+    images of any size (multiples of patch_size) at apply time, padding as timm's dynamic mode.
     Raises ValueError for an unknown name or override and for a size the windows cannot tile.
     """
     cfg = model_config(name, **overrides)
@@ -177,6 +212,8 @@ def create_model(name: str, **overrides) -> SwinTransformerV2:
         remat_policy=str(cfg.get('remat_policy', 'none')),
         sequential_attention=_stage_indices(cfg.get('sequential_attention', ())),
         attention_chunk_size=_integer(cfg.get('attention_chunk_size', 8)),
+        **{k: cfg.get(k, v[0]) for k, v in SWITCHES.items()},
+        strict_img_size=cfg.get('strict_img_size', True),
         dtype=_as_dtype(cfg.get('dtype', jnp.float32)),
         param_dtype=_as_dtype(cfg.get('param_dtype', jnp.float32)),
     )

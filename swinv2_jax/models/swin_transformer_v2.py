@@ -14,6 +14,12 @@ Numerics follow the official PyTorch code (microsoft/Swin-Transformer); see `sha
 * V2 patch merging (reduction then norm), placed at the start of stages 1-3 as in timm;
 * SwinV2-H/G: one more LayerNorm on the main branch every `extra_norm_every` blocks.
 
+The paper's ablations are switches, not forks (defaults = V2; all V1 values = Swin Transformer V1):
+`norm_placement` 'res_post' | 'pre', `attention` 'cosine' | 'dot', `position_bias` 'log_cpb' |
+'linear_cpb' | 'table', `qkv_bias` 'qv' | 'qkv', `patch_merging` 'v2' | 'v1'. With
+`strict_img_size=False` the model takes images of any size (multiples of the patch size): feature
+maps are padded to the window grid and to even sizes before merging, as timm's dynamic mode does.
+
 Images are NHWC. Parameters are stored in `param_dtype`, computation runs in `dtype`; the cosine
 normalisation, the position bias, the logit scale and the softmax always run in float32 (bf16/fp16
 softmax of the large cosine logits is where the PyTorch versions produce NaNs).
@@ -37,6 +43,16 @@ LN_EPS = 1e-5          # PyTorch LayerNorm default (Flax's is 1e-6)
 MASK_VALUE = -100.0    # official value added between tokens of different shifted regions
 LOGIT_SCALE_MAX = math.log(1.0 / 0.01)  # logit scale clamped at 100
 CPB_HIDDEN = 512
+
+# The ablation switches and their valid values; the first value is SwinV2's, the last Swin V1's.
+NORM_PLACEMENTS = ('res_post', 'pre')             # LayerNorm on the branch output (V2) or input (V1)
+ATTENTIONS = ('cosine', 'dot')                    # scaled cosine (V2) or q * d**-0.5 @ k^T (V1)
+POSITION_BIASES = ('log_cpb', 'linear_cpb', 'table')  # CPB on log/linear coordinates, or V1's table
+QKV_BIASES = ('qv', 'qkv')                        # q and v biases, no k bias (V2), or all three (V1)
+PATCH_MERGINGS = ('v2', 'v1')                     # reduction then norm (V2), or norm then reduction
+SWITCHES = dict(norm_placement=NORM_PLACEMENTS, attention=ATTENTIONS, position_bias=POSITION_BIASES,
+                qkv_bias=QKV_BIASES, patch_merging=PATCH_MERGINGS)
+SWIN_V1 = {k: v[-1] for k, v in SWITCHES.items()}
 
 
 def trunc_normal_init(std: float = 0.02, bound: float = 2.0):
@@ -91,12 +107,14 @@ def window_reverse(windows: jax.Array, window: Pair, resolution: Pair) -> jax.Ar
 
 
 @functools.lru_cache(maxsize=None)
-def relative_coords_table(window: Pair, pretrained_window: Pair = (0, 0)) -> np.ndarray:
+def relative_coords_table(window: Pair, pretrained_window: Pair = (0, 0), log_spaced: bool = True) -> np.ndarray:
     """Log-spaced relative coordinates [2Wh-1, 2Ww-1, 2] (float32), the CPB meta network's input.
 
     Offsets are normalised by the pretrained window size minus one when one is given (> 0), else
     by the (clipped) window size minus one, scaled to [-8, 8] and mapped by
     sign(x) * log2(|x| + 1) / log2(8). A window of 1 only has offset 0: the divisor is guarded.
+    `log_spaced=False` stops after the normalisation: the paper's linear-spaced CPB ablation, whose
+    coordinates lie in [-1, 1] at the pre-training window and grow linearly past it.
     """
     wh, ww = window
     dh = np.arange(-(wh - 1), wh, dtype=np.float32)
@@ -107,6 +125,8 @@ def relative_coords_table(window: Pair, pretrained_window: Pair = (0, 0)) -> np.
     else:
         div = (max(wh - 1, 1), max(ww - 1, 1))
     table = table / np.asarray(div, np.float32)
+    if not log_spaced:
+        return table.astype(np.float32)
     table = table * np.float32(8.0)
     table = np.sign(table) * np.log2(np.abs(table) + np.float32(1.0)) / np.float32(np.log2(8.0))
     return table.astype(np.float32)
@@ -136,6 +156,14 @@ def shifted_window_mask(resolution: Pair, window: Pair, shift: Pair) -> Optional
     ids = np.asarray(window_partition(img, window))[0, :, :, 0]  # [nW, N]
     diff = ids[:, None, :] - ids[:, :, None]
     return np.where(diff != 0, MASK_VALUE, 0.0).astype(np.float32)
+
+
+def pad_to_multiple(x: jax.Array, multiple: Pair) -> jax.Array:
+    """Zero-pad [B, H, W, C] at the bottom and right up to multiples of (mh, mw) (timm's padding)."""
+    ph, pw = (-x.shape[1]) % multiple[0], (-x.shape[2]) % multiple[1]
+    if ph or pw:
+        x = jnp.pad(x, ((0, 0), (0, ph), (0, pw), (0, 0)))
+    return x
 
 
 def window_and_shift(resolution: Pair, window: Pair, shift: Pair) -> Tuple[Pair, Pair]:
@@ -198,24 +226,27 @@ def gelu(x: jax.Array) -> jax.Array:
 
 
 class QKVProjection(nn.Module):
-    """The fused [C, 3C] qkv weight (no bias of its own), applied as three matmuls.
+    """The fused [C, 3C] qkv weight, applied as three matmuls.
 
     Separate matmuls hand q, k and v over without slicing a [.., 3C] result (a copy forward and a
-    pad backward); the parameter stays the official fused `qkv.weight`. q and v get their biases,
-    k none.
+    pad backward); the parameter stays the official fused `qkv.weight`. SwinV2 (`fused_bias=False`)
+    has no bias of its own: q and v get the attention's q_bias/v_bias, k none. Swin V1
+    (`fused_bias=True`) has the plain Linear bias [3C] on q, k and v (`qkv.bias`).
     """
+    fused_bias: bool = False
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x: jax.Array, q_bias: jax.Array, v_bias: jax.Array):
+    def __call__(self, x: jax.Array, q_bias: Optional[jax.Array] = None, v_bias: Optional[jax.Array] = None):
         c = x.shape[-1]
         kernel = self.param('kernel', trunc_normal_init(0.02), (c, 3 * c), self.param_dtype).astype(self.dtype)
         x = x.astype(self.dtype)
-        q = x @ kernel[:, :c] + q_bias.astype(self.dtype)
-        k = x @ kernel[:, c:2 * c]
-        v = x @ kernel[:, 2 * c:] + v_bias.astype(self.dtype)
-        return q, k, v
+        q, k, v = x @ kernel[:, :c], x @ kernel[:, c:2 * c], x @ kernel[:, 2 * c:]
+        if self.fused_bias:
+            bias = self.param('bias', nn.initializers.zeros, (3 * c,), self.param_dtype).astype(self.dtype)
+            return q + bias[:c], k + bias[c:2 * c], v + bias[2 * c:]
+        return q + q_bias.astype(self.dtype), k, v + v_bias.astype(self.dtype)
 
 
 class DropPath(nn.Module):
@@ -232,7 +263,8 @@ class DropPath(nn.Module):
 
 
 class WindowAttention(nn.Module):
-    """Scaled cosine window attention with a log-spaced continuous position bias.
+    """Window attention: scaled cosine (V2) or dot product (V1), with a continuous position bias
+    (V2) or a learned table (V1).
 
     Attributes:
       dim: channels C.
@@ -242,6 +274,12 @@ class WindowAttention(nn.Module):
       attn_drop, proj_drop: dropout rates on the attention probabilities and on the output.
       chunk_size: 0 computes all windows at once; > 0 computes `chunk_size` windows at a time with
         `jax.lax.map` (sequential attention; see `sequential_attention`).
+      attention: 'cosine' (normalised q, k times exp(clamped `logit_scale`)) or 'dot'
+        (q * head_dim**-0.5; no `logit_scale` parameter).
+      position_bias: 'log_cpb' / 'linear_cpb' (the `cpb_mlp` meta network of log- or linear-spaced
+        coordinates, then 16 * sigmoid) or 'table' (V1's learned `relative_position_bias_table`
+        [(2Wh-1)(2Ww-1), heads], normal(0.02) init, used as is).
+      qkv_bias: 'qv' (`q_bias`, `v_bias`, no key bias) or 'qkv' (the qkv Linear's own bias).
     """
     dim: int
     num_heads: int
@@ -250,57 +288,87 @@ class WindowAttention(nn.Module):
     attn_drop: float = 0.0
     proj_drop: float = 0.0
     chunk_size: int = 0
+    attention: str = 'cosine'
+    position_bias: str = 'log_cpb'
+    qkv_bias: str = 'qv'
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
-    def position_bias(self) -> jax.Array:
-        """[heads, N, N] float32 bias; depends on the window and the weights only, not the images."""
-        coords = jnp.asarray(relative_coords_table(self.window, self.pretrained_window))
+    def position_bias_table(self) -> jax.Array:
+        """[(2Wh-1)*(2Ww-1), heads] float32 bias per relative offset, before any squashing."""
+        wh, ww = self.window
+        if self.position_bias == 'table':
+            table = self.param('relative_position_bias_table', trunc_normal_init(0.02),
+                               ((2 * wh - 1) * (2 * ww - 1), self.num_heads), self.param_dtype)
+            return table.astype(jnp.float32)
+        coords = jnp.asarray(relative_coords_table(self.window, self.pretrained_window,
+                                                   log_spaced=self.position_bias == 'log_cpb'))
         h = dense(CPB_HIDDEN, 'cpb_mlp_0', jnp.float32, self.param_dtype)(coords)
         h = nn.relu(h)
         table = dense(self.num_heads, 'cpb_mlp_2', jnp.float32, self.param_dtype, use_bias=False)(h)
-        table = table.reshape(-1, self.num_heads)
+        return table.reshape(-1, self.num_heads)
+
+    def position_bias_matrix(self) -> jax.Array:
+        """[heads, N, N] float32 bias; depends on the window and the weights only, not the images."""
+        table = self.position_bias_table()
         index = relative_position_index(self.window)
         bias = jnp.take(table, index.reshape(-1), axis=0).reshape(index.shape + (self.num_heads,))
-        return 16.0 * jax.nn.sigmoid(bias.transpose(2, 0, 1))
+        bias = bias.transpose(2, 0, 1)
+        if self.position_bias == 'table':
+            return bias
+        return 16.0 * jax.nn.sigmoid(bias)
+
+    def logit_scale(self) -> jax.Array:
+        """[heads, 1] float32 factor on the queries; broadcasts over their trailing (heads, d) axes."""
+        heads = self.num_heads
+        if self.attention == 'dot':
+            return jnp.full((heads, 1), (self.dim // heads) ** -0.5, jnp.float32)
+        logit_scale = self.param('logit_scale', lambda k, s, d: jnp.full(s, math.log(10.0), d),
+                                 (heads, 1, 1), self.param_dtype)
+        return jnp.exp(jnp.minimum(logit_scale.astype(jnp.float32), LOGIT_SCALE_MAX)).reshape(heads, 1)
 
     @nn.compact
     def __call__(self, x: jax.Array, mask: Optional[np.ndarray], deterministic: bool) -> jax.Array:
         """x: [B, nW, N, C]; mask: [nW, N, N] or None. Returns [B, nW, N, C]."""
         b, nw, n, c = x.shape
         heads = self.num_heads
-        q_bias = self.param('q_bias', nn.initializers.zeros, (c,), self.param_dtype)
-        v_bias = self.param('v_bias', nn.initializers.zeros, (c,), self.param_dtype)
-        logit_scale = self.param('logit_scale', lambda k, s, d: jnp.full(s, math.log(10.0), d),
-                                 (heads, 1, 1), self.param_dtype)
-
-        q, k, v = QKVProjection(self.dtype, self.param_dtype, name='qkv')(x, q_bias, v_bias)
+        qkv = QKVProjection(self.qkv_bias == 'qkv', self.dtype, self.param_dtype, name='qkv')
+        if self.qkv_bias == 'qkv':
+            q, k, v = qkv(x)
+        else:
+            q_bias = self.param('q_bias', nn.initializers.zeros, (c,), self.param_dtype)
+            v_bias = self.param('v_bias', nn.initializers.zeros, (c,), self.param_dtype)
+            q, k, v = qkv(x, q_bias, v_bias)
         q, k, v = (t.reshape(b, nw, n, heads, c // heads) for t in (q, k, v))  # [B, nW, N, heads, d]
 
-        # [heads, 1]: broadcasts over the trailing (heads, d) axes of q
-        scale = jnp.exp(jnp.minimum(logit_scale.astype(jnp.float32), LOGIT_SCALE_MAX)).reshape(heads, 1)
-        bias = self.position_bias()
+        scale = self.logit_scale()
+        bias = self.position_bias_matrix()
+        cosine = self.attention == 'cosine'
         mask = None if mask is None else jnp.asarray(mask)
         drop = 0.0 if deterministic else self.attn_drop
         rng = self.make_rng('dropout') if drop > 0.0 else None
         if self.chunk_size:
-            out = sequential_attention(q, k, v, scale, bias, mask, rng, drop, self.chunk_size)
+            out = sequential_attention(q, k, v, scale, bias, mask, rng, drop, self.chunk_size, cosine)
         else:
-            out = attention_core(q, k, v, scale, bias, mask, rng, drop)
+            out = attention_core(q, k, v, scale, bias, mask, rng, drop, cosine)
         out = dense(c, 'proj', self.dtype, self.param_dtype)(out.reshape(b, nw, n, c))
         return nn.Dropout(self.proj_drop)(out, deterministic=deterministic)
 
 
-def attention_core(q, k, v, scale, bias, mask, rng, drop: float) -> jax.Array:
-    """Scaled cosine attention of [B, w, N, heads, d] windows: softmax(cos(q, k) * scale + bias + mask) v.
+def attention_core(q, k, v, scale, bias, mask, rng, drop: float, cosine: bool = True) -> jax.Array:
+    """Window attention of [B, w, N, heads, d] windows: softmax(q' k'^T + bias + mask) v, where
+    q' = normalize(q) * scale and k' = normalize(k) (scaled cosine attention), or q' = q * scale and
+    k' = k when `cosine` is False (dot-product attention; scale = head_dim**-0.5).
 
     The normalisation, logits and softmax run in float32 whatever the compute dtype; the
     probabilities come out in v's dtype for the second matmul.
     """
-    # The logit scale multiplies the normalised queries: N/d times less work than scaling the
-    # [.., N, N] logits, in the forward and the backward pass.
-    q = l2_normalize(q.astype(jnp.float32)) * scale
-    k = l2_normalize(k.astype(jnp.float32))
+    # The scale multiplies the queries: N/d times less work than scaling the [.., N, N] logits,
+    # in the forward and the backward pass.
+    q, k = q.astype(jnp.float32), k.astype(jnp.float32)
+    if cosine:
+        q, k = l2_normalize(q), l2_normalize(k)
+    q = q * scale
     logits = jnp.einsum('bwnhd,bwmhd->bwhnm', q, k) + bias
     if mask is not None:
         logits = logits + mask[None, :, None]
@@ -348,7 +416,7 @@ def chunk_windows(num_windows: int, chunk: int) -> int:
     return chunk
 
 
-def sequential_attention(q, k, v, scale, bias, mask, rng, drop: float, chunk: int) -> jax.Array:
+def sequential_attention(q, k, v, scale, bias, mask, rng, drop: float, chunk: int, cosine: bool = True) -> jax.Array:
     """`attention_core` a chunk of windows at a time (the paper's sequential self-attention).
 
     The chunk body is rematerialised: without its own checkpoint the backward pass of `lax.map`
@@ -368,7 +436,7 @@ def sequential_attention(q, k, v, scale, bias, mask, rng, drop: float, chunk: in
 
     @jax.checkpoint
     def body(xc):
-        return attention_core(xc['q'], xc['k'], xc['v'], scale, bias, xc['mask'], xc['rng'], drop)
+        return attention_core(xc['q'], xc['k'], xc['v'], scale, bias, xc['mask'], xc['rng'], drop, cosine)
 
     out = jax.lax.map(body, xs)  # [chunks, B, chunk, N, heads, d]
     return out.swapaxes(0, 1).reshape(b, nw, *out.shape[3:])
@@ -390,13 +458,38 @@ class Mlp(nn.Module):
         return nn.Dropout(self.drop)(x, deterministic=deterministic)
 
 
+def shifted_window_attention(attn: nn.Module, x: jax.Array, window: Pair, shift: Pair,
+                             deterministic: bool) -> jax.Array:
+    """Roll by -shift, zero-pad to the window grid, attend within windows, crop, roll back.
+
+    The order (roll, then pad at the bottom/right) and the shifted-window mask built for the
+    padded map are timm's: with a feature map the window divides, nothing is padded and this is
+    the official computation. The padded tokens are zeros (not masked, as in timm's dynamic mode).
+    """
+    h, w = x.shape[1:3]
+    shifted = any(shift)
+    if shifted:
+        x = jnp.roll(x, (-shift[0], -shift[1]), axis=(1, 2))
+    x = pad_to_multiple(x, window)
+    padded = tuple(x.shape[1:3])
+    windows = attn(window_partition(x, window), shifted_window_mask(padded, window, shift), deterministic)
+    x = window_reverse(windows, window, padded)[:, :h, :w]
+    if shifted:
+        x = jnp.roll(x, shift, axis=(1, 2))
+    return x
+
+
 class SwinTransformerV2Block(nn.Module):
-    """(Shifted) window attention and MLP, each with res-post-norm: x + drop_path(norm(f(x))).
+    """(Shifted) window attention and MLP, each a residual branch.
+
+    norm_placement 'res_post' (V2): x + drop_path(norm(f(x))), the norms zero-initialised so each
+    block starts as the identity; 'pre' (V1): x + drop_path(f(norm(x))), the norms at ones.
 
     Attributes:
-      resolution: the (H, W) feature map the block runs on.
+      resolution: the (H, W) feature map the block is built for (the window was clipped to it).
       window, shift: the window and shift actually used (see `window_and_shift`).
       attention_chunk: windows per `lax.map` step of sequential attention (0 = all at once).
+      attention, position_bias, qkv_bias: see `WindowAttention`.
     """
     dim: int
     num_heads: int
@@ -409,30 +502,33 @@ class SwinTransformerV2Block(nn.Module):
     attn_drop: float = 0.0
     drop_path: float = 0.0
     attention_chunk: int = 0
+    norm_placement: str = 'res_post'
+    attention: str = 'cosine'
+    position_bias: str = 'log_cpb'
+    qkv_bias: str = 'qv'
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array, deterministic: bool = True) -> jax.Array:
-        shortcut = x
-        shifted = any(self.shift)
-        if shifted:
-            x = jnp.roll(x, (-self.shift[0], -self.shift[1]), axis=(1, 2))
-        windows = window_partition(x, self.window)
-        windows = WindowAttention(
+        post = self.norm_placement == 'res_post'
+        attn = WindowAttention(
             self.dim, self.num_heads, self.window, self.pretrained_window, self.attn_drop, self.drop,
-            self.attention_chunk, dtype=self.dtype, param_dtype=self.param_dtype, name='attn',
-        )(windows, shifted_window_mask(self.resolution, self.window, self.shift), deterministic)
-        x = window_reverse(windows, self.window, self.resolution)
-        if shifted:
-            x = jnp.roll(x, self.shift, axis=(1, 2))
-
-        drop_path = DropPath(self.drop_path)
-        norm1 = layer_norm('norm1', self.dtype, self.param_dtype, zero_init=True)
-        x = shortcut + drop_path(norm1(x), deterministic)
+            self.attention_chunk, self.attention, self.position_bias, self.qkv_bias,
+            dtype=self.dtype, param_dtype=self.param_dtype, name='attn')
+        norm1 = layer_norm('norm1', self.dtype, self.param_dtype, zero_init=post)
+        norm2 = layer_norm('norm2', self.dtype, self.param_dtype, zero_init=post)
         mlp = Mlp(int(self.dim * self.mlp_ratio), self.drop, self.dtype, self.param_dtype, name='mlp')
-        norm2 = layer_norm('norm2', self.dtype, self.param_dtype, zero_init=True)
-        return x + drop_path(norm2(mlp(x, deterministic)), deterministic)
+        drop_path = DropPath(self.drop_path)
+
+        def attend(y):
+            return shifted_window_attention(attn, y, self.window, self.shift, deterministic)
+
+        if post:
+            x = x + drop_path(norm1(attend(x)), deterministic)
+            return x + drop_path(norm2(mlp(x, deterministic)), deterministic)
+        x = x + drop_path(attend(norm1(x)), deterministic)
+        return x + drop_path(mlp(norm2(x), deterministic), deterministic)
 
 
 class PatchEmbed(nn.Module):
@@ -452,17 +548,25 @@ class PatchEmbed(nn.Module):
 
 
 class PatchMerging(nn.Module):
-    """V2 patch merging: 2x2 neighbours concatenated [4C] -> Linear(4C -> 2C, no bias) -> LayerNorm."""
+    """Patch merging: 2x2 neighbours concatenated [4C] -> Linear(4C -> 2C, no bias) -> LayerNorm(2C)
+    (V2), or LayerNorm(4C) -> Linear (V1, `norm_first`). An odd side is zero-padded first (timm;
+    only reachable with strict_img_size=False)."""
     out_dim: int
+    norm_first: bool = False
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
+        x = pad_to_multiple(x, (2, 2))
         b, h, w, c = x.shape
         # channel order x0=(0::2, 0::2), x1=(1::2, 0::2), x2=(0::2, 1::2), x3=(1::2, 1::2)
         x = x.reshape(b, h // 2, 2, w // 2, 2, c).transpose(0, 1, 3, 4, 2, 5).reshape(b, h // 2, w // 2, 4 * c)
+        if self.norm_first:
+            x = layer_norm('norm', self.dtype, self.param_dtype)(x)
         x = dense(self.out_dim, 'reduction', self.dtype, self.param_dtype, use_bias=False)(x)
+        if self.norm_first:
+            return x
         return layer_norm('norm', self.dtype, self.param_dtype)(x)
 
 
@@ -471,6 +575,8 @@ class SwinTransformerV2Stage(nn.Module):
 
     `extra_norm_every` > 0 adds a LayerNorm on the main branch after every that many blocks of the
     stage (SwinV2-H/G; see `SwinTransformerV2`). `remat_policy` wraps each block in `nn.remat`.
+    The switches (norm_placement, attention, position_bias, qkv_bias, patch_merging) are
+    `SwinTransformerV2`'s.
     """
     dim: int
     depth: int
@@ -486,13 +592,19 @@ class SwinTransformerV2Stage(nn.Module):
     extra_norm_every: int = 0
     attention_chunk: int = 0
     remat_policy: str = 'none'
+    norm_placement: str = 'res_post'
+    attention: str = 'cosine'
+    position_bias: str = 'log_cpb'
+    qkv_bias: str = 'qv'
+    patch_merging: str = 'v2'
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array, deterministic: bool = True) -> jax.Array:
         if self.downsample:
-            x = PatchMerging(self.dim, self.dtype, self.param_dtype, name='downsample')(x)
+            x = PatchMerging(self.dim, self.patch_merging == 'v1', self.dtype, self.param_dtype,
+                             name='downsample')(x)
         block = SwinTransformerV2Block
         if self.remat_policy != 'none':
             # argnum 0 is the module itself: `deterministic` (2) is a Python bool
@@ -503,6 +615,7 @@ class SwinTransformerV2Stage(nn.Module):
             x = block(
                 self.dim, self.num_heads, self.resolution, window, shift, self.pretrained_window,
                 self.mlp_ratio, self.drop, self.attn_drop, self.drop_path[i], self.attention_chunk,
+                self.norm_placement, self.attention, self.position_bias, self.qkv_bias,
                 dtype=self.dtype, param_dtype=self.param_dtype, name=f'blocks_{i}',
             )(x, deterministic)
             if self.extra_norm_every and (i + 1) % self.extra_norm_every == 0:
@@ -538,6 +651,19 @@ class SwinTransformerV2(nn.Module):
         the patch tokens where the [B, H/patch, W/patch] mask is 1 (after the patch norm).
       sequential_attention: stage indices whose window attention runs `attention_chunk_size`
         windows at a time (`jax.lax.map` with a rematerialised body); the paper uses (0, 1).
+      norm_placement: 'res_post' (V2: LayerNorm on each residual branch's output, zero-initialised)
+        or 'pre' (V1: on its input, initialised to ones).
+      attention: 'cosine' (V2: scaled cosine attention with a learned, clamped `logit_scale`) or
+        'dot' (V1: q * head_dim**-0.5 @ k^T).
+      position_bias: 'log_cpb' (V2: the CPB meta network on log-spaced coordinates), 'linear_cpb'
+        (the same network on linear coordinates in [-1, 1]) or 'table' (V1: a learned
+        `relative_position_bias_table` per block; resized bicubically when loaded into another window).
+      qkv_bias: 'qv' (V2: q_bias and v_bias, no key bias) or 'qkv' (V1: the qkv Linear's bias).
+      patch_merging: 'v2' (reduction then LayerNorm(2C)) or 'v1' (LayerNorm(4C) then reduction).
+      strict_img_size: True: inputs must be img_size. False: any size whose sides are multiples of
+        patch_size, at apply time with the same parameters; each block zero-pads its feature map to
+        its window grid (and odd maps are padded before merging), as timm's dynamic mode
+        (`strict_img_size=False`) does. Windows and shifts stay those chosen for img_size.
       dtype: computation dtype (e.g. jnp.bfloat16); param_dtype: parameter storage dtype.
       None of remat_policy, sequential_attention or attention_chunk_size changes the numbers.
     """
@@ -559,6 +685,12 @@ class SwinTransformerV2(nn.Module):
     remat_policy: str = 'none'
     sequential_attention: Tuple[int, ...] = ()
     attention_chunk_size: int = 8
+    norm_placement: str = 'res_post'
+    attention: str = 'cosine'
+    position_bias: str = 'log_cpb'
+    qkv_bias: str = 'qv'
+    patch_merging: str = 'v2'
+    strict_img_size: bool = True
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
@@ -577,8 +709,18 @@ class SwinTransformerV2(nn.Module):
 
     @property
     def stage_resolutions(self) -> Tuple[Pair, ...]:
-        h, w = self.img_size[0] // self.patch_size, self.img_size[1] // self.patch_size
-        return tuple((h // 2 ** i, w // 2 ** i) for i in range(self.num_stages))
+        """Feature map of each stage at img_size (odd sides round up: merging pads them, as in timm)."""
+        return self.feature_resolutions(self.img_size)
+
+    def feature_resolutions(self, img_size: Pair) -> Tuple[Pair, ...]:
+        """Feature map of each stage for an input of `img_size`."""
+        h, w = img_size[0] // self.patch_size, img_size[1] // self.patch_size
+        return tuple((-(-h // 2 ** i), -(-w // 2 ** i)) for i in range(self.num_stages))
+
+    @property
+    def is_swin_v1(self) -> bool:
+        """Every switch at its Swin V1 value (the model is Swin Transformer V1)."""
+        return all(getattr(self, k) == v for k, v in SWIN_V1.items())
 
     def stage_windows(self) -> Tuple[Tuple[Pair, Pair], ...]:
         """Per stage: (window, shift of the odd blocks) as the blocks will use them."""
@@ -604,6 +746,8 @@ class SwinTransformerV2(nn.Module):
         if h % p or w % p:
             errors.append(f'img_size {h}x{w} is not a multiple of the patch size {p}')
             return errors
+        if not self.strict_img_size:
+            return errors  # any map is padded to its window grid and to even sides before merging
         res = (h // p, w // p)
         for i in range(1, n):
             if res[0] % 2 or res[1] % 2:
@@ -650,6 +794,12 @@ class SwinTransformerV2(nn.Module):
         if not isinstance(self.attention_chunk_size, int) or self.attention_chunk_size < 1:
             errors.append(f'attention_chunk_size must be an integer >= 1 (windows per step), got '
                           f'{self.attention_chunk_size!r}')
+        for field, valid in SWITCHES.items():
+            if getattr(self, field) not in valid:
+                errors.append(f'unknown {field} {getattr(self, field)!r}; valid: '
+                              f'{", ".join(map(repr, valid))} (the first is SwinV2\'s, the last Swin V1\'s)')
+        if not isinstance(self.strict_img_size, bool):
+            errors.append(f'strict_img_size must be True or False, got {self.strict_img_size!r}')
         return errors
 
     def check_config(self):
@@ -668,7 +818,8 @@ class SwinTransformerV2(nn.Module):
             raise ValueError(f'SwinTransformerV2 cannot run at img_size={self.img_size[0]}x{self.img_size[1]} '
                              f'with window_size={[tuple(w) for w in self.window_size]}: '
                              + '; '.join(errors) + '.' + hint
-                             + ' Pass another img_size or window_size to create_model.')
+                             + ' Pass another img_size or window_size to create_model, or '
+                               'strict_img_size=False to pad the feature maps to the windows.')
 
     def check_input(self, x: jax.Array):
         if x.ndim != 4:
@@ -686,11 +837,19 @@ class SwinTransformerV2(nn.Module):
         if not jnp.issubdtype(x.dtype, jnp.floating):
             raise ValueError(f'expected floating-point images, got dtype {x.dtype}; convert with '
                              f'x.astype(jnp.float32) and normalise (ImageNet mean/std) first')
-        if tuple(x.shape[1:3]) != tuple(self.img_size):
+        if not self.strict_img_size:
+            p = self.patch_size
+            if x.shape[1] % p or x.shape[2] % p:
+                fit = lambda n: max(p, n + (-n) % p)  # noqa: E731
+                raise ValueError(f'image sides must be multiples of the patch size {p}, got {x.shape[1]}x'
+                                 f'{x.shape[2]}; pad or resize the images (e.g. zero-pad the bottom/right to '
+                                 f'{fit(x.shape[1])}x{fit(x.shape[2])}), as timm also requires')
+        elif tuple(x.shape[1:3]) != tuple(self.img_size):
             raise ValueError(f'this model was built for {self.img_size[0]}x{self.img_size[1]} images, got '
                              f'{x.shape[1]}x{x.shape[2]}; resize the images, or build the model for this '
                              f'size with create_model(name, img_size=({x.shape[1]}, {x.shape[2]})) and the '
-                             f'same weights (the window must divide every stage: see the error it raises)')
+                             f'same weights (the window must divide every stage: see the error it raises), '
+                             f'or with strict_img_size=False to take images of any size')
 
     # -- modules ----------------------------------------------------------------------------------
     def setup(self):
@@ -713,7 +872,9 @@ class SwinTransformerV2(nn.Module):
                 drop_path=tuple(float(r) for r in rates[start:start + self.depths[i]]),
                 extra_norm_every=self.extra_norm_every,
                 attention_chunk=self.attention_chunk_size if i in self.sequential_attention else 0,
-                remat_policy=self.remat_policy, dtype=self.dtype, param_dtype=self.param_dtype,
+                remat_policy=self.remat_policy, norm_placement=self.norm_placement,
+                attention=self.attention, position_bias=self.position_bias, qkv_bias=self.qkv_bias,
+                patch_merging=self.patch_merging, dtype=self.dtype, param_dtype=self.param_dtype,
                 name=f'layers_{i}'))
             start += self.depths[i]
         self.layers = stages

@@ -15,7 +15,9 @@ target's initial parameters by path:
   head), unless `head_map` gives the source class of each target class (the official 22K->1K
   fine-tune keeps the ImageNet-1K rows of the 22K head: `map22kto1k.txt`);
 - any other missing or mis-shaped leaf is an error listing them all: window and resolution
-  changes need nothing (the position bias is the CPB network of the coordinates), so a mismatch
+  changes need nothing in the CPB modes (the position bias is the CPB network of the
+  coordinates); a Swin V1 position bias table is first resized bicubically to the target's
+  windows (its source window taken as square, as the official recipe does); so a mismatch
   elsewhere means the wrong model.
 What was transferred and re-initialised is logged and returned.
 """
@@ -47,6 +49,7 @@ class InitReport:
     reinitialised: List[str]
     dropped: List[str]                          # source leaves with no place in the target
     head_mapped: bool = False
+    resized: List[str] = dataclasses.field(default_factory=list)  # V1 tables moved to other windows
 
     def summary(self) -> str:
         lines = [f'init_from {self.source} ({self.kind}): transferred {len(self.transferred)} tensors']
@@ -56,6 +59,7 @@ class InitReport:
             lines.append(f'  not used from the source ({len(self.dropped)}): ' + ', '.join(self.dropped))
         if self.head_mapped:
             lines.append('  head rows taken from the source classes named by init_head_map')
+        lines.extend('  ' + line for line in self.resized)
         return '\n'.join(lines)
 
 
@@ -226,15 +230,30 @@ def merge(target: Dict, source: Dict, head_map: Optional[np.ndarray] = None,
     return traverse_util.unflatten_dict(out), report
 
 
+def _resize_tables(source: Dict, model: SwinTransformerV2) -> Tuple[Dict, List[str]]:
+    """The source with each V1 position bias table resized to `model`'s windows (no-op for CPB)."""
+    from swinv2_jax.models import transfer
+    flat = traverse_util.flatten_dict(unfreeze(source))
+    shapes = {p: s.shape for p, s in traverse_util.flatten_dict(abstract_variables(model)['params']).items()}
+    resized, lines = transfer.transfer_tables(flat, shapes, transfer.table_windows(model))
+    if not resized:
+        return source, lines
+    flat.update(resized)
+    return traverse_util.unflatten_dict(flat), lines
+
+
 def load_pretrained(path: str, model: SwinTransformerV2, target_params: Dict,
                     head_map_path: str = '') -> Tuple[Dict, InitReport]:
     """(params for `model`, report): `target_params` (its initialisation) with the source merged in."""
     if isinstance(model, SimMIM):      # objective 'simmim': continued pre-training
         source, kind = read_simmim_source(path, model)
+        resized = []                   # a SimMIM encoder is V2: CPB, nothing to resize
     else:
         source, kind = read_source(path, model)
+        source, resized = _resize_tables(source, model)
     head_map = read_head_map(head_map_path) if head_map_path else None
     params, report = merge(jax.device_get(target_params), source, head_map, path, kind)
+    report.resized = resized
     for line in report.summary().splitlines():
         logging.info('%s', line)
     return params, report

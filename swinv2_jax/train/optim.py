@@ -79,6 +79,8 @@ def make_multistep_schedule(lr: float, warmup_lr: float, warmup: int, milestones
 # ----------------------------------------------------------------------------------------------
 
 NO_DECAY_NAMES = ('logit_scale',)          # 3-D [heads, 1, 1], so the 1-D rule misses it
+# Swin V1's position bias table (2-D): official V1 `no_weight_decay_keywords`, timm's `no_weight_decay`.
+NO_DECAY_NAMES += ('relative_position_bias_table',)
 NO_DECAY_MODULE = re.compile(r'^cpb_mlp_\d+$')  # the continuous position bias meta network
 
 
