@@ -205,3 +205,29 @@ def test_two_processes_train_as_one_with_eight_devices(modes, tmp_path):
     assert_close(losses, modes['modes']['zero1']['losses'], 'two processes vs one')
     assert 'step 4/4' in outs[0] and 'step 4/4' not in outs[1]              # logs from process 0
     assert sorted(os.listdir(workdir / 'checkpoints')) == ['2', '4']         # saved by both
+
+
+# ----------------------------------------------------------------------------------------------
+# benchmarks/memory.py's state section uses these rules (the SwinV2-G row of the README)
+# ----------------------------------------------------------------------------------------------
+
+def test_memory_benchmark_lays_the_state_out_with_the_sharding_rules(tmp_path):
+    out = tmp_path / 'memory.json'
+    proc = subprocess.run(
+        [sys.executable, os.path.join(REPO, 'benchmarks', 'memory.py'), '--model', 'swinv2_tiny_window8_256',
+         '--img-size', '64', '--override', 'embed_dim=32', '--override', 'depths=(1,1,1,1)',
+         '--override', 'num_heads=(1,2,4,8)', '--window-size', '4', '--batch', '1',
+         '--combos', 'full-noseq-f32,none-noseq-f32', '--compile-combos', 'none', '--no-block',
+         '--state-devices', '8', '--sharding', 'zero1', '--json-only', '--json-out', str(out)],
+        cwd=REPO, env=dict(env_with_devices(1), PYTHONPATH=REPO), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    result = json.loads(out.read_text())
+    st = result['state']
+    assert st['devices'] == 8 and st['mode'] == 'zero1'
+    assert st['params_bytes_per_device'] == st['params_bytes'] == st['grads_bytes_per_device']
+    assert st['opt_state_bytes'] / 8 < st['opt_state_bytes_per_device'] < st['opt_state_bytes'] / 6
+    fit = result['fit']['full-noseq-f32']
+    assert fit['recompute_block'].startswith('stage') and 0 < fit['recompute_block_bytes']
+    assert fit['total_bytes'] == (st['params_bytes_per_device'] * 2 + st['opt_state_bytes_per_device']
+                                  + fit['saved_residual_bytes'] + fit['constant_bytes'] + fit['recompute_block_bytes'])
+    assert fit['fits_a100_40gb']
