@@ -175,15 +175,6 @@ def nbytes(aval) -> int:
     return int(math.prod(aval.shape)) * np.dtype(aval.dtype).itemsize
 
 
-def _backend_started() -> bool:
-    """Whether JAX has created its backends (then XLA_FLAGS can no longer add devices)."""
-    try:
-        from jax._src import xla_bridge
-        return bool(getattr(xla_bridge, '_backends', {}))
-    except ImportError:   # a private module moved: assume started, the device check will tell
-        return True
-
-
 def model_source_hash() -> str:
     """sha256 (12 hex digits) of the model file measured: the numbers belong to that version."""
     import hashlib
@@ -602,10 +593,10 @@ def main(argv=None) -> int:
         args.sharding = args.sharding or 'zero1'
         if args.state_devices < 1:
             raise SystemExit('--state-devices must be >= 1')
-        if 'jax' not in sys.modules or not _backend_started():  # fake CPU devices for the mesh
-            import os
-            flags = re.sub(r'--xla_force_host_platform_device_count=\d+', '', os.environ.get('XLA_FLAGS', ''))
-            os.environ['XLA_FLAGS'] = f'{flags} --xla_force_host_platform_device_count={args.state_devices}'.strip()
+        # fake CPU devices for the mesh: effective unless JAX has started already (state_report checks)
+        import os
+        flags = re.sub(r'--xla_force_host_platform_device_count=\d+', '', os.environ.get('XLA_FLAGS', ''))
+        os.environ['XLA_FLAGS'] = f'{flags} --xla_force_host_platform_device_count={args.state_devices}'.strip()
     warnings.filterwarnings('ignore', message='.*donated buffers were not usable.*')
     warnings.filterwarnings('ignore', message='.*Some donated buffers were not usable.*')
 
