@@ -231,3 +231,20 @@ def test_memory_benchmark_lays_the_state_out_with_the_sharding_rules(tmp_path):
     assert fit['total_bytes'] == (st['params_bytes_per_device'] * 2 + st['opt_state_bytes_per_device']
                                   + fit['saved_residual_bytes'] + fit['constant_bytes'] + fit['recompute_block_bytes'])
     assert fit['fits_a100_40gb']
+
+
+def test_restoring_a_checkpoint_of_other_shapes_says_what_to_do(tmp_path):
+    from swinv2_jax.train import checkpointing
+    mesh = jax.sharding.Mesh(jax.devices()[:1], (sharding.DATA_AXIS,))
+    state = {'step': jnp.zeros((), jnp.int32), 'params': {'w': jnp.ones((4, 8))}}
+    ckpt = checkpointing.Checkpointer(str(tmp_path), async_save=False)
+    ckpt.save(1, state, {'model': 'x'})
+    other = {'step': jax.ShapeDtypeStruct((), jnp.int32), 'params': {'w': jax.ShapeDtypeStruct((4, 16), jnp.float32)}}
+    target = sharding.with_shardings(other, sharding.state_shardings(other, mesh, 'zero1'))
+    with pytest.raises(ValueError, match=r'cannot restore the checkpoint at step 1 .* onto 1 devices, '
+                                         r"sharding 'zero1'.*same model and optimizer config"):
+        ckpt.restore(target, placement="1 devices, sharding 'zero1'")
+    restored, meta = ckpt.restore(sharding.with_shardings(
+        jax.eval_shape(lambda: state), sharding.state_shardings(state, mesh, 'fsdp')))
+    assert meta == {'model': 'x'} and float(restored['params']['w'].sum()) == 32
+    ckpt.close()
