@@ -31,6 +31,7 @@ The rows of issue 7:
     python benchmarks/memory.py --highres        # SwinV2-L 1536x1536 / window 32, batch 1
     python benchmarks/memory.py --compile-combos '*-noseq-f32,none-seq-f32,none-noseq-bf16'
     python benchmarks/memory.py --time --combos none --compile-combos none --no-block  # step time only
+    python benchmarks/memory.py --giant          # SwinV2-G 1536/w32, batch 1, zero1 over 64 devices
 
 Costs (2-core CPU; GPU machine: 16 cores, jax 0.11.2): the saved residuals of a combination take a
 few seconds (tracing only); compiling one full training step takes 25-100 s for base-384 (about
@@ -42,6 +43,28 @@ takes about 2 minutes on the 2-core CPU.
 (32,32,32,16) --pretrained-window-sizes (12,12,12,6) --override num_classes=1000 --batch 1`: at 1536
 the stage feature maps are 384, 192, 96 and 48, and 48 is not a multiple of 32, so the last stage
 runs window 16 (pass another --window-size to change it).
+
+(d) `--state-devices N --sharding MODE`: the training state per device when the state is laid
+    out over N devices by `swinv2_jax/train/sharding.py`'s rules for MODE (replicated, zero1, fsdp)
+    on a real N-device mesh (N fake CPU devices: this script sets
+    XLA_FLAGS=--xla_force_host_platform_device_count=N before JAX starts), computed from the
+    shardings' shard shapes of the abstract state: nothing is allocated. Parameters (float32),
+    gradients (the parameters' layout: under zero1 each device holds the whole all-reduced
+    gradient), AdamW state (mu and nu, float32), plus the saved residuals of each measured
+    combination, plus the constants the step keeps (window masks, index tables), plus the
+    largest one block needs while it is recomputed in the backward pass
+    (its saved residuals without remat: the residuals of its stage under the combination's
+    no-remat twin divided by the stage's depth), against a 40 GB A100 (40 GiB). Computed, not
+    compiled: XLA's own temporaries and the CUDA context are not in it.
+
+`--giant` is shorthand for `--model swinv2_giant_window12_192 --img-size 1536 --window-size
+(32,32,32,16) --pretrained-window-sizes (12,12,12,6) --override num_classes=1000 --batch 1 --combos
+full-seq-bf16,none-seq-bf16 --compile-combos none --no-block --state-devices 64 --sharding zero1`:
+SwinV2-G (3.0B parameters) at the paper's 1536x1536 / window 32 with its switches (remat full,
+sequential attention on stages 0-1, bf16) and ZeRO-1 over 64 GPUs, the paper's claim being that it
+fits a 40 GB A100 (none-seq-bf16, the same without remat, gives one block's recomputation).
+Tracing G's residuals takes a few minutes on 2 CPU cores; compiling its step there was not tried
+(pass --compile-combos to try).
 
 A table goes to stdout; the last line printed is one JSON object with every number. Imports only
 jax, flax, optax, numpy and `swinv2_jax` (no TensorFlow).
@@ -71,6 +94,10 @@ PLAIN = 'none-noseq-f32'
 DEFAULT_MODEL = 'swinv2_base_window12to24_192to384'
 HIGHRES = dict(model='swinv2_large_window12_192', img_size=1536, window_size=(32, 32, 32, 16),
                pretrained_window_sizes=(12, 12, 12, 6), num_classes=1000, batch=1)
+GIANT = dict(model='swinv2_giant_window12_192', img_size=1536, window_size=(32, 32, 32, 16),
+             pretrained_window_sizes=(12, 12, 12, 6), num_classes=1000, batch=1,
+             combos='full-seq-bf16,none-seq-bf16', compile_combos='none', state_devices=64, sharding='zero1')
+A100_BYTES = 40 * 2 ** 30          # the A100 40GB: 40960 MiB
 DEFAULT_COMPILE = 'none-noseq-f32,full-noseq-f32'
 DEFAULT_TIME = ('none-noseq-f32,full-noseq-f32,dots-noseq-f32,dots_no_batch-noseq-f32,'
                 'none-seq-f32,none-noseq-bf16,full-seq-bf16')
@@ -359,6 +386,72 @@ def block_step_report(model, batch: int, shifted: bool, chunk: int) -> Dict[str,
 
 
 # ----------------------------------------------------------------------------------------------
+# (d) The training state per device under a sharding mode
+# ----------------------------------------------------------------------------------------------
+
+def state_report(model, mode: str, num_devices: int) -> Dict[str, Any]:
+    """Per-device bytes of parameters, gradients and AdamW state laid out over `num_devices` by
+    the trainer's own rules (swinv2_jax.train.sharding), from the shard shapes: nothing allocated."""
+    import jax
+    from swinv2_jax.train import sharding
+    if jax.device_count() < num_devices:
+        raise SystemExit(f'--state-devices {num_devices}: JAX has {jax.device_count()} devices; start it '
+                         f'with XLA_FLAGS=--xla_force_host_platform_device_count={num_devices} (this script '
+                         f'sets it when JAX has not started yet)')
+    mesh = sharding.make_mesh(jax.devices()[:num_devices])
+    _, tx = train_step(model)
+    params = abstract_params(model)
+    state = {'step': jax.ShapeDtypeStruct((), np.int32), 'params': params,
+             'opt_state': jax.eval_shape(tx.init, params)}
+    shardings = sharding.state_shardings(state, mesh, mode)
+    n_params = sum(int(math.prod(p.shape)) for p in jax.tree.leaves(params))
+    p_dev = sharding.sharded_bytes_per_device(params, shardings['params'])
+    o_dev = sharding.sharded_bytes_per_device(state['opt_state'], shardings['opt_state'])
+    sharded = [s for s in jax.tree.leaves(shardings['opt_state']) if not s.is_fully_replicated]
+    return dict(mode=mode, devices=num_devices, num_params=n_params,
+                params_bytes=sharding.global_bytes(params), opt_state_bytes=sharding.global_bytes(state['opt_state']),
+                params_bytes_per_device=p_dev, grads_bytes_per_device=p_dev, opt_state_bytes_per_device=o_dev,
+                opt_state_sharded_leaves=len(sharded), opt_state_leaves=len(jax.tree.leaves(state['opt_state'])),
+                how='computed from sharding.py shard shapes on a fake-device mesh (not compiled)')
+
+
+def twin_without_remat(combo: str) -> str:
+    return 'none-' + combo.split('-', 1)[1]
+
+
+def largest_block_bytes(report: Dict[str, Any], depths: Sequence[int]) -> Tuple[int, str]:
+    """The saved residuals of the largest block of a no-remat residual report (its stage's
+    residuals over its depth; the stage's patch merging included)."""
+    best, where = 0, ''
+    for key, b in report['by_stage'].items():
+        m = re.fullmatch(r'stage(\d+)', key)
+        if m:
+            per_block = b // depths[int(m.group(1))]
+            if per_block > best:
+                best, where = per_block, key
+    return best, where
+
+
+def fit_report(state: Dict[str, Any], residuals: Dict[str, Any], depths: Sequence[int]) -> Dict[str, Any]:
+    """State + saved residuals + the constants the step keeps (window masks, index tables) + one
+    block's recomputation, per device, against a 40 GB A100."""
+    base = state['params_bytes_per_device'] + state['grads_bytes_per_device'] + state['opt_state_bytes_per_device']
+    out = {}
+    for combo, r in residuals.items():
+        remat = combo.split('-')[0]
+        twin = residuals.get(twin_without_remat(combo)) if remat != 'none' else None
+        block, where = largest_block_bytes(twin, depths) if twin else (0, '')
+        total = base + r['bytes'] + r['constant_bytes'] + block
+        out[combo] = dict(state_bytes=base, saved_residual_bytes=r['bytes'], constant_bytes=r['constant_bytes'],
+                          recompute_block_bytes=block,
+                          recompute_block=where, total_bytes=total, a100_40gb_bytes=A100_BYTES,
+                          fits_a100_40gb=total <= A100_BYTES,
+                          recompute_block_note='' if remat == 'none' or twin else
+                          f'not measured: add {twin_without_remat(combo)} to --combos')
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
 # Step time (--time)
 # ----------------------------------------------------------------------------------------------
 
@@ -426,6 +519,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--highres', action='store_true',
                    help='the 1536x1536 / window-32 row: SwinV2-L, windows (32,32,32,16) transferred from '
                         '(12,12,12,6), 1000 classes, batch 1 (explicit flags still win)')
+    p.add_argument('--giant', action='store_true',
+                   help='SwinV2-G at 1536x1536 / window 32 with the paper\'s switches (full-seq-bf16), batch '
+                        '1, state sharded zero1 over 64 devices: residuals and state only (see (d))')
+    p.add_argument('--state-devices', type=int, default=None,
+                   help='(d): lay the training state out over this many devices (fake CPU ones)')
+    p.add_argument('--sharding', default=None, help='(d): replicated, zero1 or fsdp (default zero1)')
     p.add_argument('--img-size', type=literal, default=None, help='int or (H, W)')
     p.add_argument('--window-size', type=literal, default=None, help='int, pair, or one per stage')
     p.add_argument('--pretrained-window-sizes', type=literal, default=None, help='int or one per stage')
@@ -435,10 +534,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help='stages of sequential attention in the "seq" combinations (default (0, 1))')
     p.add_argument('--chunk', type=int, default=None,
                    help='attention_chunk_size: windows per sequential step (default: the model\'s, 8)')
-    p.add_argument('--combos', default='*',
+    p.add_argument('--combos', default=None,
                    help='combinations whose saved residuals to measure: comma-separated shell patterns '
-                        f'over REMAT-SEQ-DTYPE names (default all {len(COMBOS)}), e.g. "*-noseq-f32,none-*"')
-    p.add_argument('--compile-combos', default=DEFAULT_COMPILE,
+                        f'over REMAT-SEQ-DTYPE names (default all {len(COMBOS)}; {GIANT["combos"]} with '
+                        '--giant), e.g. "*-noseq-f32,none-*"')
+    p.add_argument('--compile-combos', default=None,
                    help=f'combinations whose full training step to compile (default {DEFAULT_COMPILE}; '
                         '"none" for none, "*" for all: about a minute each for base-384 on a 2-core CPU)')
     p.add_argument('--no-block', action='store_true', help='skip (c), the one-block training step')
@@ -455,11 +555,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def model_overrides(args) -> Tuple[str, int, Dict[str, Any]]:
-    name = args.model or (HIGHRES['model'] if args.highres else DEFAULT_MODEL)
-    batch = args.batch or (HIGHRES['batch'] if args.highres else 8)
+    if args.highres and args.giant:
+        raise SystemExit('--highres and --giant are two different rows: pass one')
+    preset = HIGHRES if args.highres else GIANT if args.giant else None
+    name = args.model or (preset['model'] if preset else DEFAULT_MODEL)
+    batch = args.batch or (preset['batch'] if preset else 8)
     ov: Dict[str, Any] = {}
-    if args.highres:
-        ov.update({k: HIGHRES[k] for k in ('img_size', 'window_size', 'pretrained_window_sizes', 'num_classes')})
+    if preset:
+        ov.update({k: preset[k] for k in ('img_size', 'window_size', 'pretrained_window_sizes', 'num_classes')})
     for key, flag in (('img_size', args.img_size), ('window_size', args.window_size),
                       ('pretrained_window_sizes', args.pretrained_window_sizes)):
         if flag is not None:
@@ -477,6 +580,23 @@ def model_overrides(args) -> Tuple[str, int, Dict[str, Any]]:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     quiet = args.json_only
+    if args.giant:
+        for key in ('combos', 'compile_combos', 'state_devices', 'sharding'):
+            if getattr(args, key) is None:
+                setattr(args, key, GIANT[key])
+        args.no_block = True
+    args.combos = '*' if args.combos is None else args.combos
+    args.compile_combos = DEFAULT_COMPILE if args.compile_combos is None else args.compile_combos
+    if args.sharding is not None and args.state_devices is None:
+        raise SystemExit('--sharding needs --state-devices N (the devices to lay the state out over)')
+    if args.state_devices is not None:
+        args.sharding = args.sharding or 'zero1'
+        if args.state_devices < 1:
+            raise SystemExit('--state-devices must be >= 1')
+        # fake CPU devices for the mesh: effective unless JAX has started already (state_report checks)
+        import os
+        flags = re.sub(r'--xla_force_host_platform_device_count=\d+', '', os.environ.get('XLA_FLAGS', ''))
+        os.environ['XLA_FLAGS'] = f'{flags} --xla_force_host_platform_device_count={args.state_devices}'.strip()
     warnings.filterwarnings('ignore', message='.*donated buffers were not usable.*')
     warnings.filterwarnings('ignore', message='.*Some donated buffers were not usable.*')
 
@@ -500,7 +620,8 @@ def main(argv=None) -> int:
         model=name, batch=batch, overrides={k: str(v) for k, v in overrides.items()},
         seq_stages=list(seq_stages), attention_chunk_size=plain.attention_chunk_size,
         config={k: v for k, v in model_fields(plain).items() if k not in SWITCH_KEYS},
-        units='bytes', residuals={}, compiled={}, block={}, timing=None, targets={}, notes=[])
+        units='bytes', residuals={}, compiled={}, block={}, state=None, fit={}, timing=None, targets={},
+        notes=[])
     t_start = time.perf_counter()
     log(f'{name} batch {batch} on {result["device"]} (jax {jax.__version__})', quiet)
 
@@ -547,6 +668,15 @@ def main(argv=None) -> int:
             log(f'  block ({key}) temps: off {gib(entry["off"].get("temp"))} GiB, on '
                 f'{gib(entry["on"].get("temp"))} GiB', quiet)
             save_partial()
+
+    # (d) the training state per device under a sharding mode -------------------------------------
+    if args.state_devices is not None:
+        result['state'] = state_report(plain, args.sharding, args.state_devices)
+        st = result['state']
+        log(f'  state over {st["devices"]} devices ({st["mode"]}): params {gib(st["params_bytes_per_device"])}, '
+            f'opt {gib(st["opt_state_bytes_per_device"])} GiB per device', quiet)
+        result['fit'] = fit_report(st, result['residuals'], plain.depths)
+        save_partial()
 
     # timing -------------------------------------------------------------------------------------
     if args.time:
@@ -637,6 +767,26 @@ def print_tables(result: Dict[str, Any]):
                 continue
             p(f'| {key} | {off["windows"]} x {off["tokens_per_window"]}, {off["heads"]} | {on["chunk"]} | '
               f'{gib(off["temp"])} | {gib(on["temp"])} | {e["temp_ratio"]:.2f}x |')
+    st = result.get('state')
+    if st:
+        p(f'\n(d) training state per device: {st["num_params"] / 1e9:.3f}B parameters laid out {st["mode"]} over '
+          f'{st["devices"]} devices by swinv2_jax/train/sharding.py ({st["opt_state_sharded_leaves"]} of '
+          f'{st["opt_state_leaves"]} optimizer leaves sharded), GiB; {st["how"]}')
+        p('| params (f32) | grads (f32) | AdamW mu+nu (f32) | AdamW unsharded |')
+        p('|---:|---:|---:|---:|')
+        p(f'| {gib(st["params_bytes_per_device"])} | {gib(st["grads_bytes_per_device"])} | '
+          f'{gib(st["opt_state_bytes_per_device"])} | {gib(st["opt_state_bytes"])} |')
+        if result['fit']:
+            p('| combination | state | saved residuals | constants | one block recomputed | total | fits a 40 GB A100 |')
+            p('|---|---:|---:|---:|---:|---:|---|')
+            for combo, f in result['fit'].items():
+                blk = (f'{gib(f["recompute_block_bytes"])} ({f["recompute_block"]})' if f['recompute_block']
+                       else f['recompute_block_note'] or '-')
+                p(f'| {combo} | {gib(f["state_bytes"])} | {gib(f["saved_residual_bytes"])} | '
+                  f'{gib(f["constant_bytes"])} | {blk} | '
+                  f'{gib(f["total_bytes"])} | {"yes" if f["fits_a100_40gb"] else "no"} |')
+            p('(computed, not compiled: XLA temporaries beyond one block, workspace and the CUDA context '
+              'are not included)')
     tm = result['timing']
     if tm:
         p(f'\nstep time, {tm["model"]} batch {tm["batch"]} {tm["overrides"] or ""}: '

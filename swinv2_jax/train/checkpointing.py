@@ -54,14 +54,27 @@ class Checkpointer:
             **{STATE: ocp.args.StandardSave(state), META: ocp.args.JsonSave(meta)}), force=True)
         return bool(saved)
 
-    def restore(self, abstract_state: Dict[str, Any], step: Optional[int] = None
+    def restore(self, abstract_state: Dict[str, Any], step: Optional[int] = None, placement: str = ''
                 ) -> Tuple[Dict[str, Any], Dict[str, Any]]:
-        """(state, meta) at `step` (default latest); `abstract_state` carries shapes and shardings."""
+        """(state, meta) at `step` (default latest); `abstract_state` carries shapes and shardings.
+
+        The arrays are read into the shardings of `abstract_state`, not those they were saved
+        with: a state saved on N devices (any mode) restores on M devices (any mode); every
+        process reads the shards it holds. `placement` describes the target for error messages.
+        """
         step = self.latest_step() if step is None else step
         if step is None:
             raise FileNotFoundError(f'no checkpoint in {self.directory}')
-        out = self.manager.restore(step, args=ocp.args.Composite(
-            **{STATE: ocp.args.StandardRestore(abstract_state), META: ocp.args.JsonRestore()}))
+        try:
+            out = self.manager.restore(step, args=ocp.args.Composite(
+                **{STATE: ocp.args.StandardRestore(abstract_state), META: ocp.args.JsonRestore()}))
+        except (ValueError, TypeError, KeyError) as e:
+            raise ValueError(
+                f'cannot restore the checkpoint at step {step} of {self.directory} onto '
+                f'{placement or "this run"}: {type(e).__name__}: {e}. The state must have the shapes '
+                f'the checkpoint was saved with (the same model and optimizer config; the device count '
+                f'and the sharding mode may differ); use another --workdir to start afresh, or '
+                f'init_from to take only its parameters.') from e
         return out[STATE], out[META]
 
     def restore_meta(self, step: Optional[int] = None) -> Dict[str, Any]:

@@ -108,7 +108,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.init_head_map = ''            # text file of source class indices (e.g. the official map22kto1k.txt)
     c.eval_only = False
     c.seed = 0
-    c.sharding = 'replicated'       # see swinv2_jax/train/sharding.py
+    c.sharding = 'zero1'            # 'replicated', 'zero1' (opt state sharded), 'fsdp': train/sharding.py
     c.aug = base_aug()
     c.optim = base_optim()
     return c

@@ -257,7 +257,8 @@ def _run(config, workdir, data, info, model, lengths, mesh) -> TrainState:
     # ---- shardings: from shapes, before anything is allocated ------------------------------------
     rng = init_rng(int(config.seed))
     abstract_state = jax.eval_shape(init_state, rng)
-    state_shardings = sharding.state_shardings(abstract_state, mesh, config.get('sharding', 'replicated'))
+    mode = config.get('sharding', 'zero1')
+    state_shardings = sharding.state_shardings(abstract_state, mesh, mode)
     repl = sharding.replicated(mesh)
 
     # ---- init, step and eval functions -----------------------------------------------------------
@@ -282,9 +283,10 @@ def _run(config, workdir, data, info, model, lengths, mesh) -> TrainState:
               else {'model': model_fields(model)})
     meta = {'model_name': config.model, **fields, 'config': config.to_json_best_effort()}
     latest = ckpt.latest_step()
-    if latest is not None:
+    if latest is not None:   # into this run's mesh and mode, whatever the saving run's were
         restored, _ = ckpt.restore(sharding.with_shardings(abstract_state.to_checkpoint(),
-                                                           state_shardings.to_checkpoint()), latest)
+                                                           state_shardings.to_checkpoint()), latest,
+                                   placement=f'{mesh.devices.size} devices, sharding {mode!r}')
         state = TrainState.from_checkpoint(restored)
         logging.info('resumed from %s at step %d', ckpt.directory, int(state.step))
     elif config.init_from:
@@ -303,11 +305,17 @@ def _run(config, workdir, data, info, model, lengths, mesh) -> TrainState:
     logging.info('%s: %d parameters, %d steps (%d per epoch, %d updates), %d classes, %s',
                  config.model, n_params, total_steps, lengths['steps_per_epoch'], lengths['total_updates'],
                  info.num_classes, image_size)
+    memory = {'num_params': n_params, 'sharding': mode, 'num_devices': int(mesh.devices.size),
+              'num_processes': jax.process_count(),
+              'params_bytes_per_device': sharding.bytes_per_device(state.params),
+              'opt_state_bytes_per_device': sharding.bytes_per_device(state.opt_state),
+              'params_bytes': sharding.global_bytes(state.params),
+              'opt_state_bytes': sharding.global_bytes(state.opt_state)}
+    if state.ema_params is not None:
+        memory['ema_bytes_per_device'] = sharding.bytes_per_device(state.ema_params)
+    logging.info('state per device (sharding %r over %d devices): %s', mode, mesh.devices.size, _fmt(memory))
     if start_step == 0:
-        writer.write(0, {'num_params': n_params, 'total_steps': total_steps,
-                         'params_bytes_per_device': sharding.bytes_per_device(state.params),
-                         'opt_state_bytes_per_device': sharding.bytes_per_device(state.opt_state),
-                         'num_devices': int(mesh.devices.size)})
+        writer.write(0, {**memory, 'total_steps': total_steps})
 
     def run_evals(state: TrainState) -> Dict[str, float]:
         t = time.perf_counter()
