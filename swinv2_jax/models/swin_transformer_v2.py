@@ -207,11 +207,67 @@ def remat_policy(name: str):
     return None if names is None else _checkpoint_policy(*names)
 
 
-def layer_norm(name: str, dtype: Dtype, param_dtype: Dtype, zero_init: bool = False) -> nn.LayerNorm:
+class LayerNorm(nn.Module):
+    """LayerNorm over the last axis (params `scale`, `bias`), statistics and arithmetic in float32,
+    output in `dtype`: the numbers of `nn.LayerNorm(use_fast_variance=False)`.
+
+    Its gradient is written by hand (`layer_norm_fn`) so that the backward pass keeps only the input
+    (in the compute dtype) and the per-token mean and 1/std: autodiff of the float32 formula keeps
+    three float32 copies of the activations per norm, which are most of a block's saved memory.
+    """
+    epsilon: float = LN_EPS
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+    scale_init: Any = nn.initializers.ones
+    bias_init: Any = nn.initializers.zeros
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        c = x.shape[-1]
+        scale = self.param('scale', self.scale_init, (c,), self.param_dtype)
+        bias = self.param('bias', self.bias_init, (c,), self.param_dtype)
+        return layer_norm_fn(x, scale, bias, self.epsilon).astype(self.dtype)
+
+
+def _ln_stats(x: jax.Array, eps: float):
+    xf = x.astype(jnp.float32)
+    mean = jnp.mean(xf, axis=-1, keepdims=True)
+    var = jnp.mean(jnp.square(xf - mean), axis=-1, keepdims=True)
+    return xf, mean, jax.lax.rsqrt(var + np.float32(eps))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def layer_norm_fn(x: jax.Array, scale: jax.Array, bias: jax.Array, eps: float) -> jax.Array:
+    xf, mean, rstd = _ln_stats(x, eps)
+    y = (xf - mean) * (rstd * scale.astype(jnp.float32)) + bias.astype(jnp.float32)
+    return y.astype(x.dtype)
+
+
+def _layer_norm_fwd(x, scale, bias, eps):
+    xf, mean, rstd = _ln_stats(x, eps)
+    y = (xf - mean) * (rstd * scale.astype(jnp.float32)) + bias.astype(jnp.float32)
+    return y.astype(x.dtype), (x, mean, rstd, scale, bias)
+
+
+def _layer_norm_bwd(eps, res, g):
+    x, mean, rstd, scale, bias = res
+    xhat = (x.astype(jnp.float32) - mean) * rstd
+    g = g.astype(jnp.float32)
+    axes = tuple(range(g.ndim - 1))
+    dscale = jnp.sum(g * xhat, axis=axes).astype(scale.dtype)
+    dbias = jnp.sum(g, axis=axes).astype(bias.dtype)
+    gx = g * scale.astype(jnp.float32)
+    dx = rstd * (gx - jnp.mean(gx, axis=-1, keepdims=True)
+                 - xhat * jnp.mean(gx * xhat, axis=-1, keepdims=True))
+    return dx.astype(x.dtype), dscale, dbias
+
+
+layer_norm_fn.defvjp(_layer_norm_fwd, _layer_norm_bwd)
+
+
+def layer_norm(name: str, dtype: Dtype, param_dtype: Dtype, zero_init: bool = False) -> LayerNorm:
     init = nn.initializers.zeros if zero_init else nn.initializers.ones
-    bias_init = nn.initializers.zeros
-    return nn.LayerNorm(epsilon=LN_EPS, dtype=dtype, param_dtype=param_dtype, use_fast_variance=False,
-                        scale_init=init, bias_init=bias_init, name=name)
+    return LayerNorm(LN_EPS, dtype, param_dtype, scale_init=init, name=name)
 
 
 def dense(features: int, name: str, dtype: Dtype, param_dtype: Dtype, use_bias: bool = True) -> nn.Dense:
@@ -219,10 +275,29 @@ def dense(features: int, name: str, dtype: Dtype, param_dtype: Dtype, use_bias: 
                     kernel_init=trunc_normal_init(0.02), bias_init=nn.initializers.zeros, name=name)
 
 
+@jax.custom_vjp
 def gelu(x: jax.Array) -> jax.Array:
     """Exact GELU, x * Phi(x), written with erf as torch.nn.GELU() (jax.nn.gelu's exact form uses
-    erfc, which XLA:CPU evaluates several times slower)."""
+    erfc, which XLA:CPU evaluates several times slower).
+
+    The gradient Phi(x) + x * phi(x) is recomputed from the input in the backward pass, which then
+    keeps only x (autodiff keeps Phi(x) and a float32 exp(-x^2/2) of the 4C-wide hidden layer too).
+    """
     return x * (0.5 + 0.5 * jax.lax.erf(x * np.float32(1.0 / math.sqrt(2.0))).astype(x.dtype))
+
+
+def _gelu_fwd(x):
+    return gelu(x), x
+
+
+def _gelu_bwd(x, g):
+    xf = x.astype(jnp.float32)
+    cdf = 0.5 + 0.5 * jax.lax.erf(xf * np.float32(1.0 / math.sqrt(2.0)))
+    pdf = jnp.exp(-0.5 * xf * xf) * np.float32(1.0 / math.sqrt(2.0 * math.pi))
+    return ((g.astype(jnp.float32) * (cdf + xf * pdf)).astype(x.dtype),)
+
+
+gelu.defvjp(_gelu_fwd, _gelu_bwd)
 
 
 class QKVProjection(nn.Module):
@@ -259,7 +334,25 @@ class DropPath(nn.Module):
             return x
         keep = 1.0 - self.rate
         mask = jax.random.bernoulli(self.make_rng('dropout'), keep, (x.shape[0],) + (1,) * (x.ndim - 1))
-        return jnp.where(mask, x / keep, jnp.zeros_like(x))
+        return drop_samples(x, mask, keep)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def drop_samples(x: jax.Array, mask: jax.Array, keep: float) -> jax.Array:
+    """where(mask, x / keep, 0) for a per-sample mask [B, 1, ...]; the backward pass keeps the mask
+    at that shape (autodiff of `where` keeps it broadcast to x's full size)."""
+    return jnp.where(mask, x / keep, jnp.zeros_like(x))
+
+
+def _drop_samples_fwd(x, mask, keep):
+    return drop_samples(x, mask, keep), mask
+
+
+def _drop_samples_bwd(keep, mask, g):
+    return jnp.where(mask, g / keep, jnp.zeros_like(g)), None
+
+
+drop_samples.defvjp(_drop_samples_fwd, _drop_samples_bwd)
 
 
 class WindowAttention(nn.Module):
@@ -365,11 +458,11 @@ def attention_core(q, k, v, scale, bias, mask, rng, drop: float, cosine: bool = 
     """
     # The scale multiplies the queries: N/d times less work than scaling the [.., N, N] logits,
     # in the forward and the backward pass.
-    q, k = q.astype(jnp.float32), k.astype(jnp.float32)
     if cosine:
-        q, k = l2_normalize(q), l2_normalize(k)
-    q = q * scale
-    logits = jnp.einsum('bwnhd,bwmhd->bwhnm', q, k) + bias
+        logits = cosine_logits(q, k, scale)
+    else:
+        logits = jnp.einsum('bwnhd,bwmhd->bwhnm', q.astype(jnp.float32) * scale, k.astype(jnp.float32))
+    logits = logits + bias
     if mask is not None:
         logits = logits + mask[None, :, None]
     probs = softmax(logits, v.dtype)
@@ -377,6 +470,52 @@ def attention_core(q, k, v, scale, bias, mask, rng, drop: float, cosine: bool = 
         keep = jax.random.bernoulli(rng, 1.0 - drop, probs.shape)
         probs = jnp.where(keep, probs / (1.0 - drop), 0.0).astype(v.dtype)
     return jnp.einsum('bwhnm,bwmhd->bwnhd', probs, v)
+
+
+def _normalize_fwd(x: jax.Array, eps: float = 1e-12):
+    sq = jnp.sum(x * x, axis=-1, keepdims=True)
+    rnorm = jax.lax.rsqrt(jnp.maximum(sq, eps * eps))
+    return x * rnorm, rnorm, sq > eps * eps
+
+
+def _normalize_bwd(y, rnorm, unclamped, gy):
+    """Gradient of y = x * rsqrt(max(|x|^2, eps^2)) (`l2_normalize`) from y itself."""
+    return rnorm * (gy - jnp.where(unclamped, y * jnp.sum(gy * y, axis=-1, keepdims=True), 0.0))
+
+
+@jax.custom_vjp
+def cosine_logits(q: jax.Array, k: jax.Array, scale: jax.Array) -> jax.Array:
+    """[B, w, heads, N, N] float32 logits cos(q_n, k_m) * scale of [B, w, N, heads, d] q and k
+    (scale [heads, 1]): q and k go to float32, are `l2_normalize`d, the queries scaled, one matmul.
+
+    The backward pass keeps only q and k as they came (in the compute dtype) and their inverse
+    norms, and normalises again from them: the same float32 values, bit for bit. Autodiff would
+    keep q, k, their float32, normalised and scaled copies: five float32 tensors of q's size per
+    block instead of two compute-dtype ones.
+    """
+    qn, _, _ = _normalize_fwd(q.astype(jnp.float32))
+    kn, _, _ = _normalize_fwd(k.astype(jnp.float32))
+    return jnp.einsum('bwnhd,bwmhd->bwhnm', qn * scale, kn)
+
+
+def _cosine_logits_fwd(q, k, scale):
+    qn, rq, uq = _normalize_fwd(q.astype(jnp.float32))
+    kn, rk, uk = _normalize_fwd(k.astype(jnp.float32))
+    return jnp.einsum('bwnhd,bwmhd->bwhnm', qn * scale, kn), (q, rq, uq, k, rk, uk, scale)
+
+
+def _cosine_logits_bwd(res, g):
+    q, rq, uq, k, rk, uk, scale = res
+    qn = q.astype(jnp.float32) * rq
+    kn = k.astype(jnp.float32) * rk
+    g_qs = jnp.einsum('bwhnm,bwmhd->bwnhd', g, kn)            # d logits / d (qn * scale)
+    g_kn = jnp.einsum('bwhnm,bwnhd->bwmhd', g, qn * scale)
+    g_scale = jnp.sum(g_qs * qn, axis=(0, 1, 2, 4)).reshape(scale.shape)
+    return (_normalize_bwd(qn, rq, uq, g_qs * scale).astype(q.dtype),
+            _normalize_bwd(kn, rk, uk, g_kn).astype(k.dtype), g_scale.astype(scale.dtype))
+
+
+cosine_logits.defvjp(_cosine_logits_fwd, _cosine_logits_bwd)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
