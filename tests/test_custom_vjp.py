@@ -77,18 +77,18 @@ def test_gelu(dtype):
 def _ref_cosine_logits(q, k, scale):
     q = m.l2_normalize(q.astype(jnp.float32)) * scale
     k = m.l2_normalize(k.astype(jnp.float32))
-    return jnp.einsum('bwnhd,bwmhd->bwhnm', q, k)
+    return jnp.einsum('bwhnd,bwhmd->bwhnm', q, k)
 
 
 @pytest.mark.parametrize('dtype', [jnp.float32, jnp.bfloat16])
 def test_cosine_logits(dtype):
     kq, kk, ks = jax.random.split(jax.random.PRNGKey(4), 3)
-    q = jax.random.normal(kq, (2, 3, 16, 4, 8)).astype(dtype)
-    k = jax.random.normal(kk, (2, 3, 16, 4, 8)).astype(dtype)
+    q = jax.random.normal(kq, (2, 3, 4, 16, 8)).astype(dtype)
+    k = jax.random.normal(kk, (2, 3, 4, 16, 8)).astype(dtype)
     q = q.at[0, 0, 0, 0].set(0.0)          # zero query and key vectors (a uniform image patch)
-    k = k.at[1, 2, 3, 1].set(0.0)
+    k = k.at[1, 2, 1, 3].set(0.0)
     k = k.at[0, 1, 2, 2].set(1e-14)        # a norm below eps: the clamped branch
-    scale = jnp.exp(jax.random.normal(ks, (4, 1)))
+    scale = jnp.exp(jax.random.normal(ks, (4, 1, 1)))
     # bf16 inputs: the same float32 arithmetic on both sides, so float32 tolerances hold.
     check(m.cosine_logits, _ref_cosine_logits, q, k, scale)
     _, g = grads(m.cosine_logits, q, k, scale)

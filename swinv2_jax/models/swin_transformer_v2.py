@@ -301,27 +301,48 @@ gelu.defvjp(_gelu_fwd, _gelu_bwd)
 
 
 class QKVProjection(nn.Module):
-    """The fused [C, 3C] qkv weight, applied as three matmuls.
+    """The fused [C, 3C] qkv weight, applied as three matmuls straight into the head-major
+    [B, nW, heads, N, d] layout the attention matmuls batch over.
 
     Separate matmuls hand q, k and v over without slicing a [.., 3C] result (a copy forward and a
-    pad backward); the parameter stays the official fused `qkv.weight`. SwinV2 (`fused_bias=False`)
-    has no bias of its own: q and v get the attention's q_bias/v_bias, k none. Swin V1
-    (`fused_bias=True`) has the plain Linear bias [3C] on q, k and v (`qkv.bias`).
+    pad backward), and writing each as [heads, N, d] saves the transpose the attention would
+    otherwise make of [N, heads, d]; the parameter stays the official fused `qkv.weight`. SwinV2
+    (`fused_bias=False`) has no bias of its own: q and v get the attention's q_bias/v_bias, k none.
+    Swin V1 (`fused_bias=True`) has the plain Linear bias [3C] on q, k and v (`qkv.bias`).
     """
+    num_heads: int
     fused_bias: bool = False
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array, q_bias: Optional[jax.Array] = None, v_bias: Optional[jax.Array] = None):
-        c = x.shape[-1]
+        c, h = x.shape[-1], self.num_heads
         kernel = self.param('kernel', trunc_normal_init(0.02), (c, 3 * c), self.param_dtype).astype(self.dtype)
+        kernel = kernel.reshape(c, 3, h, c // h)
         x = x.astype(self.dtype)
-        q, k, v = x @ kernel[:, :c], x @ kernel[:, c:2 * c], x @ kernel[:, 2 * c:]
+        q, k, v = (jnp.einsum('bwnc,chd->bwhnd', x, kernel[:, i]) for i in range(3))
         if self.fused_bias:
             bias = self.param('bias', nn.initializers.zeros, (3 * c,), self.param_dtype).astype(self.dtype)
-            return q + bias[:c], k + bias[c:2 * c], v + bias[2 * c:]
-        return q + q_bias.astype(self.dtype), k, v + v_bias.astype(self.dtype)
+            bias = bias.reshape(3, h, 1, c // h)
+            return q + bias[0], k + bias[1], v + bias[2]
+        return (q + q_bias.astype(self.dtype).reshape(h, 1, c // h), k,
+                v + v_bias.astype(self.dtype).reshape(h, 1, c // h))
+
+
+class HeadProjection(nn.Module):
+    """The output Linear(C, C) (`proj`: kernel [C, C], bias [C]) applied to [B, nW, heads, N, d]
+    head outputs, contracting heads and d in one matmul: no transpose back to [N, heads, d]."""
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        h, d = x.shape[2], x.shape[4]
+        c = h * d
+        kernel = self.param('kernel', trunc_normal_init(0.02), (c, c), self.param_dtype).astype(self.dtype)
+        bias = self.param('bias', nn.initializers.zeros, (c,), self.param_dtype).astype(self.dtype)
+        return jnp.einsum('bwhnd,hdc->bwnc', x.astype(self.dtype), kernel.reshape(h, d, c)) + bias
 
 
 class DropPath(nn.Module):
@@ -412,27 +433,26 @@ class WindowAttention(nn.Module):
         return 16.0 * jax.nn.sigmoid(bias)
 
     def logit_scale(self) -> jax.Array:
-        """[heads, 1] float32 factor on the queries; broadcasts over their trailing (heads, d) axes."""
+        """[heads, 1, 1] float32 factor on the queries; broadcasts over their (heads, N, d) axes."""
         heads = self.num_heads
         if self.attention == 'dot':
-            return jnp.full((heads, 1), (self.dim // heads) ** -0.5, jnp.float32)
+            return jnp.full((heads, 1, 1), (self.dim // heads) ** -0.5, jnp.float32)
         logit_scale = self.param('logit_scale', lambda k, s, d: jnp.full(s, math.log(10.0), d),
                                  (heads, 1, 1), self.param_dtype)
-        return jnp.exp(jnp.minimum(logit_scale.astype(jnp.float32), LOGIT_SCALE_MAX)).reshape(heads, 1)
+        return jnp.exp(jnp.minimum(logit_scale.astype(jnp.float32), LOGIT_SCALE_MAX))
 
     @nn.compact
     def __call__(self, x: jax.Array, mask: Optional[np.ndarray], deterministic: bool) -> jax.Array:
         """x: [B, nW, N, C]; mask: [nW, N, N] or None. Returns [B, nW, N, C]."""
         b, nw, n, c = x.shape
         heads = self.num_heads
-        qkv = QKVProjection(self.qkv_bias == 'qkv', self.dtype, self.param_dtype, name='qkv')
+        qkv = QKVProjection(heads, self.qkv_bias == 'qkv', self.dtype, self.param_dtype, name='qkv')
         if self.qkv_bias == 'qkv':
             q, k, v = qkv(x)
         else:
             q_bias = self.param('q_bias', nn.initializers.zeros, (c,), self.param_dtype)
             v_bias = self.param('v_bias', nn.initializers.zeros, (c,), self.param_dtype)
-            q, k, v = qkv(x, q_bias, v_bias)
-        q, k, v = (t.reshape(b, nw, n, heads, c // heads) for t in (q, k, v))  # [B, nW, N, heads, d]
+            q, k, v = qkv(x, q_bias, v_bias)                                 # [B, nW, heads, N, d]
 
         scale = self.logit_scale()
         bias = self.position_bias_matrix()
@@ -444,12 +464,12 @@ class WindowAttention(nn.Module):
             out = sequential_attention(q, k, v, scale, bias, mask, rng, drop, self.chunk_size, cosine)
         else:
             out = attention_core(q, k, v, scale, bias, mask, rng, drop, cosine)
-        out = dense(c, 'proj', self.dtype, self.param_dtype)(out.reshape(b, nw, n, c))
+        out = HeadProjection(self.dtype, self.param_dtype, name='proj')(out)
         return nn.Dropout(self.proj_drop)(out, deterministic=deterministic)
 
 
 def attention_core(q, k, v, scale, bias, mask, rng, drop: float, cosine: bool = True) -> jax.Array:
-    """Window attention of [B, w, N, heads, d] windows: softmax(q' k'^T + bias + mask) v, where
+    """Window attention of [B, w, heads, N, d] windows: softmax(q' k'^T + bias + mask) v, where
     q' = normalize(q) * scale and k' = normalize(k) (scaled cosine attention), or q' = q * scale and
     k' = k when `cosine` is False (dot-product attention; scale = head_dim**-0.5).
 
@@ -461,7 +481,7 @@ def attention_core(q, k, v, scale, bias, mask, rng, drop: float, cosine: bool = 
     if cosine:
         logits = cosine_logits(q, k, scale)
     else:
-        logits = jnp.einsum('bwnhd,bwmhd->bwhnm', q.astype(jnp.float32) * scale, k.astype(jnp.float32))
+        logits = jnp.einsum('bwhnd,bwhmd->bwhnm', q.astype(jnp.float32) * scale, k.astype(jnp.float32))
     logits = logits + bias
     if mask is not None:
         logits = logits + mask[None, :, None]
@@ -469,7 +489,7 @@ def attention_core(q, k, v, scale, bias, mask, rng, drop: float, cosine: bool = 
     if rng is not None:
         keep = jax.random.bernoulli(rng, 1.0 - drop, probs.shape)
         probs = jnp.where(keep, probs / (1.0 - drop), 0.0).astype(v.dtype)
-    return jnp.einsum('bwhnm,bwmhd->bwnhd', probs, v)
+    return jnp.einsum('bwhnm,bwhmd->bwhnd', probs, v)
 
 
 def _normalize_fwd(x: jax.Array, eps: float = 1e-12):
@@ -485,8 +505,8 @@ def _normalize_bwd(y, rnorm, unclamped, gy):
 
 @jax.custom_vjp
 def cosine_logits(q: jax.Array, k: jax.Array, scale: jax.Array) -> jax.Array:
-    """[B, w, heads, N, N] float32 logits cos(q_n, k_m) * scale of [B, w, N, heads, d] q and k
-    (scale [heads, 1]): q and k go to float32, are `l2_normalize`d, the queries scaled, one matmul.
+    """[B, w, heads, N, N] float32 logits cos(q_n, k_m) * scale of [B, w, heads, N, d] q and k
+    (scale [heads, 1, 1]): q and k go to float32, are `l2_normalize`d, the queries scaled, one matmul.
 
     The backward pass keeps only q and k as they came (in the compute dtype) and their inverse
     norms, and normalises again from them: the same float32 values, bit for bit. Autodiff would
@@ -495,22 +515,22 @@ def cosine_logits(q: jax.Array, k: jax.Array, scale: jax.Array) -> jax.Array:
     """
     qn, _, _ = _normalize_fwd(q.astype(jnp.float32))
     kn, _, _ = _normalize_fwd(k.astype(jnp.float32))
-    return jnp.einsum('bwnhd,bwmhd->bwhnm', qn * scale, kn)
+    return jnp.einsum('bwhnd,bwhmd->bwhnm', qn * scale, kn)
 
 
 def _cosine_logits_fwd(q, k, scale):
     qn, rq, uq = _normalize_fwd(q.astype(jnp.float32))
     kn, rk, uk = _normalize_fwd(k.astype(jnp.float32))
-    return jnp.einsum('bwnhd,bwmhd->bwhnm', qn * scale, kn), (q, rq, uq, k, rk, uk, scale)
+    return jnp.einsum('bwhnd,bwhmd->bwhnm', qn * scale, kn), (q, rq, uq, k, rk, uk, scale)
 
 
 def _cosine_logits_bwd(res, g):
     q, rq, uq, k, rk, uk, scale = res
     qn = q.astype(jnp.float32) * rq
     kn = k.astype(jnp.float32) * rk
-    g_qs = jnp.einsum('bwhnm,bwmhd->bwnhd', g, kn)            # d logits / d (qn * scale)
-    g_kn = jnp.einsum('bwhnm,bwnhd->bwmhd', g, qn * scale)
-    g_scale = jnp.sum(g_qs * qn, axis=(0, 1, 2, 4)).reshape(scale.shape)
+    g_qs = jnp.einsum('bwhnm,bwhmd->bwhnd', g, kn)            # d logits / d (qn * scale)
+    g_kn = jnp.einsum('bwhnm,bwhnd->bwhmd', g, qn * scale)
+    g_scale = jnp.sum(g_qs * qn, axis=(0, 1, 3, 4)).reshape(scale.shape)
     return (_normalize_bwd(qn, rq, uq, g_qs * scale).astype(q.dtype),
             _normalize_bwd(kn, rk, uk, g_kn).astype(k.dtype), g_scale.astype(scale.dtype))
 
@@ -577,7 +597,7 @@ def sequential_attention(q, k, v, scale, bias, mask, rng, drop: float, chunk: in
     def body(xc):
         return attention_core(xc['q'], xc['k'], xc['v'], scale, bias, xc['mask'], xc['rng'], drop, cosine)
 
-    out = jax.lax.map(body, xs)  # [chunks, B, chunk, N, heads, d]
+    out = jax.lax.map(body, xs)  # [chunks, B, chunk, heads, N, d]
     return out.swapaxes(0, 1).reshape(b, nw, *out.shape[3:])
 
 
