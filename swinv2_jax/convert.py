@@ -260,7 +260,8 @@ def _is_ignored(key: str, layout: str, model: SwinTransformerV2) -> bool:
         return True  # the SimMIM decoder: not part of the encoder
     if layout == 'hf' and key.startswith('decoder.'):
         return True  # Swinv2ForMaskedImageModeling's decoder (convert_simmim.py loads it)
-    if key in ('encoder.mask_token', 'swinv2.embeddings.mask_token', 'embeddings.mask_token'):
+    if key in ('encoder.mask_token', 'swinv2.embeddings.mask_token', 'swin.embeddings.mask_token',
+               'embeddings.mask_token'):
         return True  # SimMIM's mask token, used in pre-training only
     if model.num_classes == 0 and (key.startswith('head.') or key.startswith('classifier.')):
         return True  # a headless model drops the classifier

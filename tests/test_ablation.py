@@ -187,6 +187,9 @@ def test_hugging_face_swin_v1(small_v1, tmp_path):
     assert_close(small_v1['logits'], hf_logits, 1e-4)
     assert_same_params(swinv2_jax.load_torch_weights(hf.state_dict(), model), variables)
     assert_same_params(swinv2_jax.load_torch_weights(sd, model), variables)
+    # a SimMIM-pre-trained Hugging Face Swin V1 (SwinForMaskedImageModeling) carries a mask token
+    sd_mim = dict(sd, **{'swin.embeddings.mask_token': np.zeros((1, 1, 16), np.float32)})
+    assert_same_params(swinv2_jax.load_torch_weights(sd_mim, model), variables)
 
 
 def test_official_swin_v1_layout(small_v1):
