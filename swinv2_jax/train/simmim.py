@@ -116,20 +116,11 @@ def eval_step(params, batch: Dict[str, jax.Array], *, model: SimMIM) -> Dict[str
 def evaluate(p_eval_step, params, config, image_size, local_batch_size, data_sharding) -> Dict[str, float]:
     """`eval_loss` (the masked L1 loss over the whole held-out set) and `eval_examples`, per
     evaluation set."""
-    from swinv2_jax.train.trainer import _data, device_batches, metric_prefix
-    data = _data()
+    from swinv2_jax.train.trainer import _data, eval_totals, metric_prefix
     out = {}
-    for i, name in enumerate(data.eval_names(config)):
+    for i, name in enumerate(_data().eval_names(config)):
         prefix = metric_prefix(i, name)
-        totals = None
-        it = data.eval_iterator(config, name, image_size=image_size, local_batch_size=local_batch_size,
-                                process_index=jax.process_index(), process_count=jax.process_count())
-        for batch in device_batches(it, data_sharding):
-            sums = p_eval_step(params, batch)
-            totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
-        if totals is None:
-            raise ValueError(f'the evaluation set {name!r} is empty')
-        totals = jax.device_get(totals)
+        totals = eval_totals(p_eval_step, params, config, name, image_size, local_batch_size, data_sharding)
         out.update({f'{prefix}_loss': float(totals['abs_err']) / (float(totals['pixels']) + 1e-5),
                     f'{prefix}_examples': int(totals['count'])})
     return out

@@ -164,22 +164,27 @@ def metric_prefix(index: int, name: str) -> str:
     return 'eval' if index == 0 else 'eval_' + re.sub(r'[^0-9A-Za-z]+', '_', name).strip('_')
 
 
+def eval_totals(p_eval_step, params, config, name: str, image_size, local_batch_size, data_sharding
+                ) -> Dict[str, np.ndarray]:
+    """The sums `p_eval_step` returns, added over every batch of the evaluation set `name`."""
+    totals = None
+    it = _data().eval_iterator(config, name, image_size=image_size, local_batch_size=local_batch_size,
+                               process_index=jax.process_index(), process_count=jax.process_count())
+    for batch in device_batches(it, data_sharding):
+        sums = p_eval_step(params, batch)
+        totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+    if totals is None:
+        raise ValueError(f'the evaluation set {name!r} is empty')
+    return jax.device_get(totals)
+
+
 def evaluate(p_eval_step, params, config, image_size, local_batch_size, data_sharding
              ) -> Dict[str, float]:
     """Top-1/top-5 (fractions) and loss on every evaluation set of the config."""
-    data = _data()
     out = {}
-    for i, name in enumerate(data.eval_names(config)):
+    for i, name in enumerate(_data().eval_names(config)):
         prefix = metric_prefix(i, name)
-        totals = None
-        it = data.eval_iterator(config, name, image_size=image_size, local_batch_size=local_batch_size,
-                                process_index=jax.process_index(), process_count=jax.process_count())
-        for batch in device_batches(it, data_sharding):
-            sums = p_eval_step(params, batch)
-            totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
-        if totals is None:
-            raise ValueError(f'the evaluation set {name!r} is empty')
-        totals = jax.device_get(totals)
+        totals = eval_totals(p_eval_step, params, config, name, image_size, local_batch_size, data_sharding)
         n = max(float(totals['count']), 1.0)
         out.update({f'{prefix}_top1': float(totals['top1']) / n, f'{prefix}_top5': float(totals['top5']) / n,
                     f'{prefix}_loss': float(totals['loss']) / n, f'{prefix}_examples': int(totals['count'])})
