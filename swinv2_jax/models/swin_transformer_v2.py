@@ -423,14 +423,19 @@ class WindowAttention(nn.Module):
         return table.reshape(-1, self.num_heads)
 
     def position_bias_matrix(self) -> jax.Array:
-        """[heads, N, N] float32 bias; depends on the window and the weights only, not the images."""
+        """[heads, N, N] float32 bias; depends on the window and the weights only, not the images.
+
+        The CPB's 16 * sigmoid is applied to the [(2Wh-1)(2Ww-1), heads] table before the gather
+        (an elementwise function commutes with it: the same numbers), so the backward pass keeps
+        the sigmoid of the small table, not of the [heads, N, N] matrix (20 MiB a block at
+        window 24 with 16 heads).
+        """
         table = self.position_bias_table()
+        if self.position_bias != 'table':
+            table = 16.0 * jax.nn.sigmoid(table)
         index = relative_position_index(self.window)
         bias = jnp.take(table, index.reshape(-1), axis=0).reshape(index.shape + (self.num_heads,))
-        bias = bias.transpose(2, 0, 1)
-        if self.position_bias == 'table':
-            return bias
-        return 16.0 * jax.nn.sigmoid(bias)
+        return bias.transpose(2, 0, 1)
 
     def logit_scale(self) -> jax.Array:
         """[heads, 1, 1] float32 factor on the queries; broadcasts over their (heads, N, d) axes."""
