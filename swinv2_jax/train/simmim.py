@@ -20,11 +20,10 @@ from typing import Any, Callable, Dict, Tuple
 import jax
 import jax.numpy as jnp
 import ml_collections
-import optax
 
 from swinv2_jax.models import create_model, model_fields, model_from_fields
 from swinv2_jax.models.simmim import SimMIM, create_simmim, expand_mask
-from swinv2_jax.train import config_lib, optim
+from swinv2_jax.train import config_lib
 
 OBJECTIVES = ('classification', 'simmim')
 
@@ -82,7 +81,7 @@ def model_from_meta(meta: Dict[str, Any]) -> SimMIM:
 
 def train_step(state, batch: Dict[str, jax.Array], *, model: SimMIM, tx, schedule, seed: int,
                grad_accum_steps: int, ema_decay: float):
-    from swinv2_jax.train.trainer import step_rngs   # the classification step's rng scheme
+    from swinv2_jax.train.trainer import apply_gradients, step_rngs   # shared with classification
     _, dropout_rng = step_rngs(seed, state.step)
 
     def loss_fn(params):
@@ -91,15 +90,8 @@ def train_step(state, batch: Dict[str, jax.Array], *, model: SimMIM, tx, schedul
         return loss
 
     loss, grads = jax.value_and_grad(loss_fn)(state.params)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    ema = state.ema_params
-    if ema is not None:
-        ema = optim.ema_update(ema, params, ema_decay, optim.did_update(opt_state, grad_accum_steps))
-    lr = schedule(state.step // grad_accum_steps)
-    new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state, ema_params=ema)
-    return new_state, {'loss': loss, 'grad_norm': optax.tree.norm(grads), 'lr': lr,
-                       'param_norm': optax.tree.norm(params)}
+    return apply_gradients(state, loss, grads, tx=tx, schedule=schedule,
+                           grad_accum_steps=grad_accum_steps, ema_decay=ema_decay)
 
 
 def eval_step(params, batch: Dict[str, jax.Array], *, model: SimMIM) -> Dict[str, jax.Array]:

@@ -79,6 +79,13 @@ def train_step(state: TrainState, batch: Dict[str, jax.Array], *, model, tx, sch
         return soft_cross_entropy(logits, targets)
 
     loss, grads = jax.value_and_grad(loss_fn)(state.params)
+    return apply_gradients(state, loss, grads, tx=tx, schedule=schedule,
+                           grad_accum_steps=grad_accum_steps, ema_decay=ema_decay)
+
+
+def apply_gradients(state: TrainState, loss: jax.Array, grads: Any, *, tx, schedule,
+                    grad_accum_steps: int, ema_decay: float) -> Tuple[TrainState, Dict]:
+    """The optimizer update, EMA and step count of every objective's train step, and its metrics."""
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     ema = state.ema_params
