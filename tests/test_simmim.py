@@ -51,21 +51,7 @@ def load_config(name, arg=None) -> ml_collections.ConfigDict:
     return module.get_config(arg)
 
 
-@pytest.fixture(scope='module', autouse=True)
-def compilation_cache(tmp_path_factory):
-    """The trainer runs below compile the same tiny steps several times: cache them."""
-    from jax.experimental.compilation_cache import compilation_cache as cc
-    keys = ('jax_compilation_cache_dir', 'jax_persistent_cache_min_compile_time_secs',
-            'jax_persistent_cache_min_entry_size_bytes')
-    before = {k: getattr(jax.config, k) for k in keys}
-    jax.config.update('jax_compilation_cache_dir', str(tmp_path_factory.mktemp('jax_cache')))
-    jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
-    jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
-    cc.reset_cache()
-    yield
-    for k, v in before.items():
-        jax.config.update(k, v)
-    cc.reset_cache()
+pytestmark = pytest.mark.usefixtures('compilation_cache')   # tests/conftest.py
 
 
 # ----------------------------------------------------------------------------------------------
