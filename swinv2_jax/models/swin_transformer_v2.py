@@ -175,9 +175,9 @@ def window_and_shift(resolution: Pair, window: Pair, shift: Pair) -> Tuple[Pair,
 
 def l2_normalize(x: jax.Array, eps: float = 1e-12) -> jax.Array:
     """x / max(||x||, eps) over the last axis, written with rsqrt so that a zero vector has a finite
-    gradient (the max/norm form has NaN gradients at 0; PyTorch's F.normalize does not)."""
-    sq = jnp.sum(x * x, axis=-1, keepdims=True)
-    return x * jax.lax.rsqrt(jnp.maximum(sq, eps * eps))
+    gradient (the max/norm form has NaN gradients at 0; PyTorch's F.normalize does not).
+    Plain autodiff; the attention uses `cosine_logits`, whose gradient is written by hand."""
+    return _normalize_fwd(x, eps)[0]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -238,9 +238,7 @@ def _ln_stats(x: jax.Array, eps: float):
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
 def layer_norm_fn(x: jax.Array, scale: jax.Array, bias: jax.Array, eps: float) -> jax.Array:
-    xf, mean, rstd = _ln_stats(x, eps)
-    y = (xf - mean) * (rstd * scale.astype(jnp.float32)) + bias.astype(jnp.float32)
-    return y.astype(x.dtype)
+    return _layer_norm_fwd(x, scale, bias, eps)[0]
 
 
 def _layer_norm_fwd(x, scale, bias, eps):
@@ -518,9 +516,7 @@ def cosine_logits(q: jax.Array, k: jax.Array, scale: jax.Array) -> jax.Array:
     keep q, k, their float32, normalised and scaled copies: five float32 tensors of q's size per
     block instead of two compute-dtype ones.
     """
-    qn, _, _ = _normalize_fwd(q.astype(jnp.float32))
-    kn, _, _ = _normalize_fwd(k.astype(jnp.float32))
-    return jnp.einsum('bwhnd,bwhmd->bwhnm', qn * scale, kn)
+    return _cosine_logits_fwd(q, k, scale)[0]
 
 
 def _cosine_logits_fwd(q, k, scale):
