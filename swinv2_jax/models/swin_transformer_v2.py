@@ -307,40 +307,72 @@ class QKVProjection(nn.Module):
     otherwise make of [N, heads, d]; the parameter stays the official fused `qkv.weight`. SwinV2
     (`fused_bias=False`) has no bias of its own: q and v get the attention's q_bias/v_bias, k none.
     Swin V1 (`fused_bias=True`) has the plain Linear bias [3C] on q, k and v (`qkv.bias`).
+
+    `weights` hands the parameters (cast to the compute dtype) to `project_qkv` for callers that
+    apply them inside a JAX transform (sequential attention's `lax.map` body).
     """
+    dim: int
     num_heads: int
     fused_bias: bool = False
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
-    @nn.compact
-    def __call__(self, x: jax.Array, q_bias: Optional[jax.Array] = None, v_bias: Optional[jax.Array] = None):
-        c, h = x.shape[-1], self.num_heads
-        kernel = self.param('kernel', trunc_normal_init(0.02), (c, 3 * c), self.param_dtype).astype(self.dtype)
-        kernel = kernel.reshape(c, 3, h, c // h)
-        x = x.astype(self.dtype)
-        q, k, v = (jnp.einsum('bwnc,chd->bwhnd', x, kernel[:, i]) for i in range(3))
+    def setup(self):
+        c = self.dim
+        self.kernel = self.param('kernel', trunc_normal_init(0.02), (c, 3 * c), self.param_dtype)
         if self.fused_bias:
-            bias = self.param('bias', nn.initializers.zeros, (3 * c,), self.param_dtype).astype(self.dtype)
-            bias = bias.reshape(3, h, 1, c // h)
-            return q + bias[0], k + bias[1], v + bias[2]
-        return (q + q_bias.astype(self.dtype).reshape(h, 1, c // h), k,
-                v + v_bias.astype(self.dtype).reshape(h, 1, c // h))
+            self.bias = self.param('bias', nn.initializers.zeros, (3 * c,), self.param_dtype)
+
+    def weights(self, q_bias: Optional[jax.Array] = None, v_bias: Optional[jax.Array] = None):
+        """(kernel [C, 3, heads, d], (q, k, v) biases [heads, 1, d] or None), in the compute dtype."""
+        c, h = self.dim, self.num_heads
+        kernel = self.kernel.astype(self.dtype).reshape(c, 3, h, c // h)
+        if self.fused_bias:
+            biases = tuple(self.bias.astype(self.dtype).reshape(3, h, 1, c // h))
+        else:
+            biases = (q_bias, None, v_bias)
+            biases = tuple(None if b is None else b.astype(self.dtype).reshape(h, 1, c // h) for b in biases)
+        return kernel, biases
+
+    def __call__(self, x: jax.Array, q_bias: Optional[jax.Array] = None, v_bias: Optional[jax.Array] = None):
+        return project_qkv(x, *self.weights(q_bias, v_bias))
+
+
+def project_qkv(x: jax.Array, kernel: jax.Array, biases) -> Tuple[jax.Array, jax.Array, jax.Array]:
+    """[B, w, N, C] tokens -> q, k, v [B, w, heads, N, d] (`QKVProjection.weights` gives the rest)."""
+    x = x.astype(kernel.dtype)
+    out = []
+    for i, b in enumerate(biases):
+        y = jnp.einsum('bwnc,chd->bwhnd', x, kernel[:, i])
+        out.append(y if b is None else y + b)
+    return tuple(out)
 
 
 class HeadProjection(nn.Module):
     """The output Linear(C, C) (`proj`: kernel [C, C], bias [C]) applied to [B, nW, heads, N, d]
     head outputs, contracting heads and d in one matmul: no transpose back to [N, heads, d]."""
+    dim: int
+    num_heads: int
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
-    @nn.compact
+    def setup(self):
+        c = self.dim
+        self.kernel = self.param('kernel', trunc_normal_init(0.02), (c, c), self.param_dtype)
+        self.bias = self.param('bias', nn.initializers.zeros, (c,), self.param_dtype)
+
+    def weights(self) -> Tuple[jax.Array, jax.Array]:
+        """(kernel [heads, d, C], bias [C]) in the compute dtype, for `project_heads`."""
+        c, h = self.dim, self.num_heads
+        return self.kernel.astype(self.dtype).reshape(h, c // h, c), self.bias.astype(self.dtype)
+
     def __call__(self, x: jax.Array) -> jax.Array:
-        h, d = x.shape[2], x.shape[4]
-        c = h * d
-        kernel = self.param('kernel', trunc_normal_init(0.02), (c, c), self.param_dtype).astype(self.dtype)
-        bias = self.param('bias', nn.initializers.zeros, (c,), self.param_dtype).astype(self.dtype)
-        return jnp.einsum('bwhnd,hdc->bwnc', x.astype(self.dtype), kernel.reshape(h, d, c)) + bias
+        return project_heads(x, *self.weights())
+
+
+def project_heads(x: jax.Array, kernel: jax.Array, bias: jax.Array) -> jax.Array:
+    """[B, w, heads, N, d] head outputs -> [B, w, N, C]."""
+    return jnp.einsum('bwhnd,hdc->bwnc', x.astype(kernel.dtype), kernel) + bias
 
 
 class DropPath(nn.Module):
@@ -449,13 +481,12 @@ class WindowAttention(nn.Module):
         """x: [B, nW, N, C]; mask: [nW, N, N] or None. Returns [B, nW, N, C]."""
         b, nw, n, c = x.shape
         heads = self.num_heads
-        qkv = QKVProjection(heads, self.qkv_bias == 'qkv', self.dtype, self.param_dtype, name='qkv')
-        if self.qkv_bias == 'qkv':
-            q, k, v = qkv(x)
-        else:
+        qkv = QKVProjection(c, heads, self.qkv_bias == 'qkv', self.dtype, self.param_dtype, name='qkv')
+        q_bias = v_bias = None
+        if self.qkv_bias != 'qkv':
             q_bias = self.param('q_bias', nn.initializers.zeros, (c,), self.param_dtype)
             v_bias = self.param('v_bias', nn.initializers.zeros, (c,), self.param_dtype)
-            q, k, v = qkv(x, q_bias, v_bias)                                 # [B, nW, heads, N, d]
+        proj = HeadProjection(c, heads, self.dtype, self.param_dtype, name='proj')
 
         scale = self.logit_scale()
         bias = self.position_bias_matrix()
@@ -464,10 +495,11 @@ class WindowAttention(nn.Module):
         drop = 0.0 if deterministic else self.attn_drop
         rng = self.make_rng('dropout') if drop > 0.0 else None
         if self.chunk_size:
-            out = sequential_attention(q, k, v, scale, bias, mask, rng, drop, self.chunk_size, cosine)
+            out = sequential_attention(x, qkv.weights(q_bias, v_bias), proj.weights(), scale, bias, mask,
+                                       rng, drop, self.chunk_size, cosine)
         else:
-            out = attention_core(q, k, v, scale, bias, mask, rng, drop, cosine)
-        out = HeadProjection(self.dtype, self.param_dtype, name='proj')(out)
+            q, k, v = qkv(x, q_bias, v_bias)                                 # [B, nW, heads, N, d]
+            out = proj(attention_core(q, k, v, scale, bias, mask, rng, drop, cosine))
         return nn.Dropout(self.proj_drop)(out, deterministic=deterministic)
 
 
@@ -576,29 +608,37 @@ def chunk_windows(num_windows: int, chunk: int) -> int:
     return chunk
 
 
-def sequential_attention(q, k, v, scale, bias, mask, rng, drop: float, chunk: int, cosine: bool = True) -> jax.Array:
-    """`attention_core` a chunk of windows at a time (the paper's sequential self-attention).
+def sequential_attention(x, qkv_weights, proj_weights, scale, bias, mask, rng, drop: float, chunk: int,
+                         cosine: bool = True) -> jax.Array:
+    """Window attention of [B, nW, N, C] tokens a chunk of windows at a time (the paper's
+    sequential self-attention): for each chunk, the qkv projection, `attention_core` and the
+    output projection, so neither the [B, nW, heads, N, N] logits nor the full-size q, k, v and
+    head outputs (and their gradients) exist at once. Returns [B, nW, N, C].
 
     The chunk body is rematerialised: without its own checkpoint the backward pass of `lax.map`
-    would stack every chunk's probabilities again, and the [B, nW, heads, N, N] logits would
-    exist at once after all. Numerically identical to `attention_core`.
+    would stack every chunk's probabilities again, and the logits would exist at once after all.
+    The backward pass keeps each chunk's tokens only (a slice of x) and recomputes the rest, the
+    projections included (about 3C^2 multiply-adds a token, against the attention's 2N C).
+    Numerically identical to projecting, `attention_core` and projecting back over all windows.
     """
-    b, nw = q.shape[:2]
+    b, nw = x.shape[:2]
     chunk = chunk_windows(nw, chunk)
     nc = nw // chunk
 
     def split(a):  # [B, nW, ...] -> [chunks, B, chunk, ...]
         return a.reshape(b, nc, chunk, *a.shape[2:]).swapaxes(0, 1)
 
-    xs = dict(q=split(q), k=split(k), v=split(v),
+    xs = dict(x=split(x),
               mask=None if mask is None else mask.reshape(nc, chunk, *mask.shape[1:]),
               rng=None if rng is None else jax.random.split(rng, nc))
 
     @jax.checkpoint
     def body(xc):
-        return attention_core(xc['q'], xc['k'], xc['v'], scale, bias, xc['mask'], xc['rng'], drop, cosine)
+        q, k, v = project_qkv(xc['x'], *qkv_weights)
+        out = attention_core(q, k, v, scale, bias, xc['mask'], xc['rng'], drop, cosine)
+        return project_heads(out, *proj_weights)
 
-    out = jax.lax.map(body, xs)  # [chunks, B, chunk, heads, N, d]
+    out = jax.lax.map(body, xs)  # [chunks, B, chunk, N, C]
     return out.swapaxes(0, 1).reshape(b, nw, *out.shape[3:])
 
 
@@ -616,6 +656,27 @@ class Mlp(nn.Module):
         x = nn.Dropout(self.drop)(x, deterministic=deterministic)
         x = dense(c, 'fc2', self.dtype, self.param_dtype)(x)
         return nn.Dropout(self.drop)(x, deterministic=deterministic)
+
+
+def sequential_mlp(mlp: nn.Module, x: jax.Array, tokens: int, deterministic: bool) -> jax.Array:
+    """`mlp` over [B, H, W, C] tokens a chunk of at most `tokens` tokens (whole rows) at a time:
+    `nn.scan` over the chunks, the parameters broadcast, the body rematerialised, so the
+    [B, H, W, mlp_ratio * C] hidden activations (the largest tensors of a block: 4x the tokens)
+    never exist at once, forward or backward. The backward pass keeps each chunk's input only and
+    recomputes fc1 and GELU (a third more MLP work). The same numbers (dropout aside: each chunk
+    draws its own mask); the parameters keep `mlp`'s names.
+    """
+    b, h, w, c = x.shape
+    rows = chunk_windows(b * h, max(1, tokens // w))
+    n = b * h // rows
+
+    def body(module, carry, xc):
+        return carry, module(xc, deterministic)
+
+    scan = nn.scan(nn.remat(body, prevent_cse=False), variable_broadcast='params',
+                   split_rngs={'params': False, 'dropout': True}, length=n)
+    _, out = scan(mlp, None, x.reshape(n, rows, w, c))
+    return out.reshape(b, h, w, out.shape[-1])
 
 
 def shifted_window_attention(attn: nn.Module, x: jax.Array, window: Pair, shift: Pair,
@@ -649,6 +710,7 @@ class SwinTransformerV2Block(nn.Module):
       resolution: the (H, W) feature map the block is built for (the window was clipped to it).
       window, shift: the window and shift actually used (see `window_and_shift`).
       attention_chunk: windows per `lax.map` step of sequential attention (0 = all at once).
+      mlp_chunk: tokens (at most) per `nn.scan` step of the sequential MLP (0 = all at once).
       attention, position_bias, qkv_bias: see `WindowAttention`.
     """
     dim: int
@@ -666,6 +728,7 @@ class SwinTransformerV2Block(nn.Module):
     attention: str = 'cosine'
     position_bias: str = 'log_cpb'
     qkv_bias: str = 'qv'
+    mlp_chunk: int = 0
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
@@ -684,11 +747,16 @@ class SwinTransformerV2Block(nn.Module):
         def attend(y):
             return shifted_window_attention(attn, y, self.window, self.shift, deterministic)
 
+        def feed_forward(y):
+            if self.mlp_chunk:
+                return sequential_mlp(mlp, y, self.mlp_chunk, deterministic)
+            return mlp(y, deterministic)
+
         if post:
             x = x + drop_path(norm1(attend(x)), deterministic)
-            return x + drop_path(norm2(mlp(x, deterministic)), deterministic)
+            return x + drop_path(norm2(feed_forward(x)), deterministic)
         x = x + drop_path(attend(norm1(x)), deterministic)
-        return x + drop_path(mlp(norm2(x), deterministic), deterministic)
+        return x + drop_path(feed_forward(norm2(x)), deterministic)
 
 
 class PatchEmbed(nn.Module):
@@ -751,6 +819,7 @@ class SwinTransformerV2Stage(nn.Module):
     drop_path: Sequence[float] = ()
     extra_norm_every: int = 0
     attention_chunk: int = 0
+    mlp_chunk: int = 0
     remat_policy: str = 'none'
     norm_placement: str = 'res_post'
     attention: str = 'cosine'
@@ -775,7 +844,7 @@ class SwinTransformerV2Stage(nn.Module):
             x = block(
                 self.dim, self.num_heads, self.resolution, window, shift, self.pretrained_window,
                 self.mlp_ratio, self.drop, self.attn_drop, self.drop_path[i], self.attention_chunk,
-                self.norm_placement, self.attention, self.position_bias, self.qkv_bias,
+                self.norm_placement, self.attention, self.position_bias, self.qkv_bias, self.mlp_chunk,
                 dtype=self.dtype, param_dtype=self.param_dtype, name=f'blocks_{i}',
             )(x, deterministic)
             if self.extra_norm_every and (i + 1) % self.extra_norm_every == 0:
@@ -811,6 +880,10 @@ class SwinTransformerV2(nn.Module):
         the patch tokens where the [B, H/patch, W/patch] mask is 1 (after the patch norm).
       sequential_attention: stage indices whose window attention runs `attention_chunk_size`
         windows at a time (`jax.lax.map` with a rematerialised body); the paper uses (0, 1).
+      sequential_mlp: stage indices whose MLP runs `mlp_chunk_tokens` tokens at a time (`nn.scan`
+        with a rematerialised body): the 4C-wide hidden activations, a block's largest once the
+        attention is sequential, never exist at once. Not in the paper; with
+        sequential_attention on the same stages, nothing of a block is the size of its hidden.
       norm_placement: 'res_post' (V2: LayerNorm on each residual branch's output, zero-initialised)
         or 'pre' (V1: on its input, initialised to ones).
       attention: 'cosine' (V2: scaled cosine attention with a learned, clamped `logit_scale`) or
@@ -825,7 +898,8 @@ class SwinTransformerV2(nn.Module):
         its window grid (and odd maps are padded before merging), as timm's dynamic mode
         (`strict_img_size=False`) does. Windows and shifts stay those chosen for img_size.
       dtype: computation dtype (e.g. jnp.bfloat16); param_dtype: parameter storage dtype.
-      None of remat_policy, sequential_attention or attention_chunk_size changes the numbers.
+      None of remat_policy, sequential_attention, attention_chunk_size, sequential_mlp or
+      mlp_chunk_tokens changes the numbers (with dropout, the sequential forms draw a mask per chunk).
     """
     img_size: Pair = (224, 224)
     patch_size: int = 4
@@ -845,6 +919,8 @@ class SwinTransformerV2(nn.Module):
     remat_policy: str = 'none'
     sequential_attention: Tuple[int, ...] = ()
     attention_chunk_size: int = 8
+    sequential_mlp: Tuple[int, ...] = ()
+    mlp_chunk_tokens: int = 8192
     norm_placement: str = 'res_post'
     attention: str = 'cosine'
     position_bias: str = 'log_cpb'
@@ -946,14 +1022,16 @@ class SwinTransformerV2(nn.Module):
         errors, n = [], self.num_stages
         if self.remat_policy not in REMAT_POLICIES:
             errors.append(f'unknown remat_policy {self.remat_policy!r}; valid: {", ".join(REMAT_POLICIES)}')
-        stages = self.sequential_attention
-        if not isinstance(stages, tuple) or not all(isinstance(i, int) for i in stages):
-            errors.append(f'sequential_attention must be a tuple of stage indices, got {stages!r}')
-        elif any(not 0 <= i < n for i in stages):
-            errors.append(f'sequential_attention names stages {list(stages)}, but the stages are 0..{n - 1}')
-        if not isinstance(self.attention_chunk_size, int) or self.attention_chunk_size < 1:
-            errors.append(f'attention_chunk_size must be an integer >= 1 (windows per step), got '
-                          f'{self.attention_chunk_size!r}')
+        for field in ('sequential_attention', 'sequential_mlp'):
+            stages = getattr(self, field)
+            if not isinstance(stages, tuple) or not all(isinstance(i, int) for i in stages):
+                errors.append(f'{field} must be a tuple of stage indices, got {stages!r}')
+            elif any(not 0 <= i < n for i in stages):
+                errors.append(f'{field} names stages {list(stages)}, but the stages are 0..{n - 1}')
+        for field, unit in (('attention_chunk_size', 'windows'), ('mlp_chunk_tokens', 'tokens')):
+            v = getattr(self, field)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                errors.append(f'{field} must be an integer >= 1 ({unit} per step), got {v!r}')
         for field, valid in SWITCHES.items():
             if getattr(self, field) not in valid:
                 errors.append(f'unknown {field} {getattr(self, field)!r}; valid: '
@@ -1032,6 +1110,7 @@ class SwinTransformerV2(nn.Module):
                 drop_path=tuple(float(r) for r in rates[start:start + self.depths[i]]),
                 extra_norm_every=self.extra_norm_every,
                 attention_chunk=self.attention_chunk_size if i in self.sequential_attention else 0,
+                mlp_chunk=self.mlp_chunk_tokens if i in self.sequential_mlp else 0,
                 remat_policy=self.remat_policy, norm_placement=self.norm_placement,
                 attention=self.attention, position_bias=self.position_bias, qkv_bias=self.qkv_bias,
                 patch_merging=self.patch_merging, dtype=self.dtype, param_dtype=self.param_dtype,
