@@ -4,7 +4,8 @@ measured without allocating a single activation.
 
 Each combination of the switches is named `REMAT-SEQ-DTYPE`, e.g. `none-noseq-f32` (the plain
 model), `full-seq-bf16`: REMAT is the `remat_policy` (none, full, dots, dots_no_batch), SEQ is `seq`
-(sequential attention on `--seq-stages`, default 0,1, `--chunk` windows per step) or `noseq`, DTYPE
+(sequential attention on `--seq-stages`, default 0,1, `--chunk` windows per step), `seqmlp` (the
+same and the sequential MLP on those stages, `--mlp-chunk` tokens per step) or `noseq`, DTYPE
 is the compute dtype (f32, or bf16 with float32 parameters). For each combination it reports:
 
 (a) saved residuals: the bytes the backward pass keeps from the forward pass, i.e. the residuals
@@ -20,7 +21,8 @@ is the compute dtype (f32, or bf16 with float32 parameters). For each combinatio
     on CPU the compiled temporaries of a remat'd step barely move even where the saved residuals
     fall many-fold; on a GPU the compiled figure is the one to quote.
 (c) compiled temporaries of ONE stage-0 block's forward + backward (a `SwinTransformerV2Block` at
-    the stage-0 resolution, unshifted and shifted) with sequential attention off and on.
+    the stage-0 resolution, unshifted and shifted) with sequential attention off, on, and on
+    together with the sequential MLP.
 
 `--time` also measures the step time of each switch relative to the plain model, the variants timed
 interleaved in one run, on a reduced model (default swinv2_tiny_window8_256 at batch 2).
@@ -36,7 +38,7 @@ The rows of issue 7:
 Costs (2-core CPU; GPU machine: 16 cores, jax 0.11.2): the saved residuals of a combination take a
 few seconds (tracing only); compiling one full training step takes 25-100 s for base-384 (about
 100 s on the GPU machine) and about a minute for SwinV2-L at 1536 (5 GiB of host memory), one
-stage-0 block a few seconds. The default invocation (all 16 residuals, 2 compiled steps, the blocks)
+stage-0 block a few seconds. The default invocation (all 24 residuals, 2 compiled steps, the blocks)
 takes about 2 minutes on the 2-core CPU.
 
 `--highres` is shorthand for `--model swinv2_large_window12_192 --img-size 1536 --window-size
@@ -87,7 +89,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 REMAT = ('none', 'full', 'dots', 'dots_no_batch')
-SEQ = ('noseq', 'seq')
+SEQ = ('noseq', 'seq', 'seqmlp')
 DTYPES = ('f32', 'bf16')
 COMBOS = tuple(f'{r}-{s}-{d}' for d in DTYPES for s in SEQ for r in REMAT)
 PLAIN = 'none-noseq-f32'
@@ -101,7 +103,7 @@ A100_BYTES = 40 * 2 ** 30          # the A100 40GB: 40960 MiB
 DEFAULT_COMPILE = 'none-noseq-f32,full-noseq-f32'
 DEFAULT_TIME = ('none-noseq-f32,full-noseq-f32,dots-noseq-f32,dots_no_batch-noseq-f32,'
                 'none-seq-f32,none-noseq-bf16,full-seq-bf16')
-SWITCH_KEYS = ('remat_policy', 'sequential_attention', 'dtype')
+SWITCH_KEYS = ('remat_policy', 'sequential_attention', 'sequential_mlp', 'dtype')
 LR, WEIGHT_DECAY = 1e-4, 0.05
 GIB = 2.0 ** 30
 # Targets of issue 7: (name, numerator combo, denominator combo, minimum ratio, the row it is for)
@@ -159,7 +161,8 @@ def combo_switches(combo: str, seq_stages: Tuple[int, ...]) -> Dict[str, Any]:
     """create_model overrides of a combination name."""
     import jax.numpy as jnp
     remat, seq, dt = combo.split('-')
-    return dict(remat_policy=remat, sequential_attention=seq_stages if seq == 'seq' else (),
+    return dict(remat_policy=remat, sequential_attention=seq_stages if seq != 'noseq' else (),
+                sequential_mlp=seq_stages if seq == 'seqmlp' else (),
                 dtype=jnp.bfloat16 if dt == 'bf16' else jnp.float32)
 
 
@@ -356,10 +359,10 @@ def compiled_step_report(model, batch: int) -> Dict[str, Any]:
     return out
 
 
-def block_step_report(model, batch: int, shifted: bool, chunk: int) -> Dict[str, Any]:
+def block_step_report(model, batch: int, shifted: bool, chunk: int, mlp_chunk: int = 0) -> Dict[str, Any]:
     """Compiled memory of the forward + backward (grads w.r.t. its parameters and input) of the
     stage-0 block (the first unshifted or shifted one) of `model`, float32 unless the model
-    computes in another dtype; chunk 0 is all windows at once."""
+    computes in another dtype; chunk (windows) and mlp_chunk (tokens) 0 are all at once."""
     import jax
     import jax.numpy as jnp
     from swinv2_jax.models.swin_transformer_v2 import SwinTransformerV2Block, window_and_shift
@@ -369,7 +372,7 @@ def block_step_report(model, batch: int, shifted: bool, chunk: int) -> Dict[str,
     block = SwinTransformerV2Block(
         dim=model.embed_dim, num_heads=model.num_heads[0], resolution=res, window=window, shift=shift,
         pretrained_window=tuple(model.pretrained_window_sizes[0]), mlp_ratio=model.mlp_ratio,
-        attention_chunk=chunk, dtype=model.dtype, param_dtype=model.param_dtype)
+        attention_chunk=chunk, mlp_chunk=mlp_chunk, dtype=model.dtype, param_dtype=model.param_dtype)
     x = jax.ShapeDtypeStruct((batch, res[0], res[1], model.embed_dim), model.dtype)
     params = jax.eval_shape(block.init, jax.random.PRNGKey(0), x)
 
@@ -381,7 +384,7 @@ def block_step_report(model, batch: int, shifted: bool, chunk: int) -> Dict[str,
     nw = (res[0] // window[0]) * (res[1] // window[1])
     out.update(compile_seconds=round(time.perf_counter() - t0, 2), windows=nw, window=list(window),
                shift=list(shift), tokens_per_window=window[0] * window[1], heads=model.num_heads[0],
-               chunk=chunk)
+               chunk=chunk, mlp_chunk=mlp_chunk)
     return out
 
 
@@ -534,6 +537,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help='stages of sequential attention in the "seq" combinations (default (0, 1))')
     p.add_argument('--chunk', type=int, default=None,
                    help='attention_chunk_size: windows per sequential step (default: the model\'s, 8)')
+    p.add_argument('--mlp-chunk', type=int, default=None,
+                   help='tokens per step of the sequential MLP (seqmlp combinations; default 8192)')
     p.add_argument('--combos', default=None,
                    help='combinations whose saved residuals to measure: comma-separated shell patterns '
                         f'over REMAT-SEQ-DTYPE names (default all {len(COMBOS)}; {GIANT["combos"]} with '
@@ -570,6 +575,8 @@ def model_overrides(args) -> Tuple[str, int, Dict[str, Any]]:
     ov.update(dict(args.override))
     if args.chunk is not None:
         ov['attention_chunk_size'] = args.chunk
+    if args.mlp_chunk is not None:
+        ov['mlp_chunk_tokens'] = args.mlp_chunk
     clash = [k for k in SWITCH_KEYS if k in ov]
     if clash:
         raise SystemExit(f'--override {", ".join(clash)}: these are set by each combination; select '
@@ -619,6 +626,7 @@ def main(argv=None) -> int:
         model_source_sha256=model_source_hash(),
         model=name, batch=batch, overrides={k: str(v) for k, v in overrides.items()},
         seq_stages=list(seq_stages), attention_chunk_size=plain.attention_chunk_size,
+        mlp_chunk_tokens=plain.mlp_chunk_tokens,
         config={k: v for k, v in model_fields(plain).items() if k not in SWITCH_KEYS},
         units='bytes', residuals={}, compiled={}, block={}, state=None, fit={}, timing=None, targets={},
         notes=[])
@@ -652,21 +660,23 @@ def main(argv=None) -> int:
 
     # (c) one stage-0 block, sequential attention off / on ----------------------------------------
     if not args.no_block:
-        chunk = plain.attention_chunk_size
+        chunk, mlp_chunk = plain.attention_chunk_size, plain.mlp_chunk_tokens
         for shifted in (False, True):
             key = 'shifted' if shifted else 'unshifted'
             entry = {}
-            for label, ch in (('off', 0), ('on', chunk)):
+            # off; sequential attention (the issue's 'on'); sequential attention and MLP
+            for label, ch, mch in (('off', 0, 0), ('on', chunk, 0), ('on_mlp', chunk, mlp_chunk)):
                 try:
-                    entry[label] = block_step_report(plain, batch, shifted, ch)
+                    entry[label] = block_step_report(plain, batch, shifted, ch, mch)
                 except Exception as exc:  # noqa: BLE001
                     entry[label] = dict(error=f'{type(exc).__name__}: {str(exc)[:400]}')
             entry['temp_ratio'] = ratio(entry['off'].get('temp'), entry['on'].get('temp'))
+            entry['temp_ratio_mlp'] = ratio(entry['off'].get('temp'), entry['on_mlp'].get('temp'))
             result['block'][key] = entry
             if entry['off'].get('shift') == [0, 0] and shifted:
                 result['block'][key]['note'] = 'the window covers the stage-0 map: no shift'
-            log(f'  block ({key}) temps: off {gib(entry["off"].get("temp"))} GiB, on '
-                f'{gib(entry["on"].get("temp"))} GiB', quiet)
+            log(f'  block ({key}) temps: off {gib(entry["off"].get("temp"))} GiB, seq attention '
+                f'{gib(entry["on"].get("temp"))} GiB, + seq MLP {gib(entry["on_mlp"].get("temp"))} GiB', quiet)
             save_partial()
 
     # (d) the training state per device under a sharding mode -------------------------------------
@@ -695,7 +705,17 @@ def main(argv=None) -> int:
         result['targets'][tname] = dict(ratio=r, minimum=minimum, passed=None if r is None else r >= minimum,
                                         applies_to_this_row=applies[tname],
                                         numerator=num, denominator=den, target_row=row)
-    result['targets']['sequential_cuts_saved_residuals_2x']['max_window_in_seq_stages'] = max_window
+    seq_t = result['targets']['sequential_cuts_saved_residuals_2x']
+    seq_t['max_window_in_seq_stages'] = max_window
+    if PLAIN in res and 'none-seq-f32' in res:
+        # what sequential attention can reach at most: the stages it is not on keep their residuals
+        stage_keys = [f'stage{i}' for i in seq_stages]
+        in_stages = lambda r: sum(r['by_stage'].get(k, 0) for k in stage_keys)  # noqa: E731
+        plain_b, seq_r = res[PLAIN]['bytes'], res['none-seq-f32']
+        seq_t['seq_stages_only_ratio'] = ratio(in_stages(res[PLAIN]), in_stages(seq_r))
+        seq_t['upper_bound_ratio'] = ratio(plain_b, plain_b - in_stages(res[PLAIN]))
+        if 'none-seqmlp-f32' in res:
+            seq_t['with_sequential_mlp_ratio'] = ratio(plain_b, res['none-seqmlp-f32']['bytes'])
     blk = result['block'].get('unshifted')
     r = blk and blk.get('temp_ratio')
     result['targets']['sequential_cuts_block_temps_4x'] = dict(
@@ -703,7 +723,8 @@ def main(argv=None) -> int:
         applies_to_this_row=high_res,
         numerator='stage-0 unshifted block, sequential off', denominator='... on',
         target_row='high resolution, window 32',
-        shifted_ratio=result['block'].get('shifted', {}).get('temp_ratio'))
+        shifted_ratio=result['block'].get('shifted', {}).get('temp_ratio'),
+        with_sequential_mlp_ratio=blk and blk.get('temp_ratio_mlp'))
     if backend == 'cpu' and (result['compiled'] or result['block']):
         result['notes'].append(CPU_NOTE)
     result['notes'].append('saved residuals exclude the parameters and images (inputs of the loss) and '
@@ -755,18 +776,22 @@ def print_tables(result: Dict[str, Any]):
               f'{gib(c.get("total"))} | {c["compile_seconds"]:.0f} |')
     blk = result['block']
     if blk:
-        p('\n(c) one stage-0 block, forward + backward: compiled temporaries, sequential attention off / on')
+        p('\n(c) one stage-0 block, forward + backward: compiled temporaries, sequential attention off / '
+          'on / on with the sequential MLP')
         if result['backend'] == 'cpu':
             p('NOTE (CPU): compiled figures from XLA:CPU (see above).')
-        p('| block | windows x tokens, heads | chunk | temp off GiB | temp on GiB | off / on |')
-        p('|---|---|---:|---:|---:|---:|')
+        p('| block | windows x tokens, heads | chunk (windows; MLP tokens) | temp off GiB | seq attention GiB '
+          '| off / seq | + seq MLP GiB | off / both |')
+        p('|---|---|---:|---:|---:|---:|---:|---:|')
         for key, e in blk.items():
-            off, on = e['off'], e['on']
-            if 'error' in off or 'error' in on:
-                p(f'| {key} | error: {(off.get("error") or on.get("error"))[:120]} |||||')
+            off, on, both = e['off'], e['on'], e['on_mlp']
+            err = off.get('error') or on.get('error') or both.get('error')
+            if err:
+                p(f'| {key} | error: {err[:120]} |||||||')
                 continue
-            p(f'| {key} | {off["windows"]} x {off["tokens_per_window"]}, {off["heads"]} | {on["chunk"]} | '
-              f'{gib(off["temp"])} | {gib(on["temp"])} | {e["temp_ratio"]:.2f}x |')
+            p(f'| {key} | {off["windows"]} x {off["tokens_per_window"]}, {off["heads"]} | {on["chunk"]}; '
+              f'{both["mlp_chunk"]} | {gib(off["temp"])} | {gib(on["temp"])} | {e["temp_ratio"]:.2f}x | '
+              f'{gib(both["temp"])} | {e["temp_ratio_mlp"]:.2f}x |')
     st = result.get('state')
     if st:
         p(f'\n(d) training state per device: {st["num_params"] / 1e9:.3f}B parameters laid out {st["mode"]} over '
@@ -807,6 +832,15 @@ def print_tables(result: Dict[str, Any]):
             verdict = 'PASS' if t['passed'] else 'FAIL'
         rr = '-' if t['ratio'] is None else f'{t["ratio"]:.2f}x'
         p(f'  {tname}: {rr} (>= {t["minimum"]}x) {verdict}   [target set for: {t["target_row"]}]')
+        extra = []
+        if t.get('seq_stages_only_ratio'):
+            extra.append(f'within the sequential stages {t["seq_stages_only_ratio"]:.2f}x; the most any '
+                         f'sequential form of those stages can reach overall (their residuals all gone): '
+                         f'{t["upper_bound_ratio"]:.2f}x')
+        if t.get('with_sequential_mlp_ratio'):
+            extra.append(f'with the sequential MLP on the same stages: {t["with_sequential_mlp_ratio"]:.2f}x')
+        for line in extra:
+            p(f'      {line}')
     for n in result['notes']:
         p(f'note: {n}')
     p(f'({result["seconds"]:.0f} s)')
