@@ -23,6 +23,7 @@ import optax
 from absl import logging
 from flax import struct
 
+from swinv2_jax.compile_options import inference_compiler_options
 from swinv2_jax.models import abstract_variables, create_model, model_fields
 from swinv2_jax.train import checkpointing, config_lib, init_from, metrics, optim, sharding
 from swinv2_jax.train import simmim as simmim_objective
@@ -287,7 +288,8 @@ def _run(config, workdir, data, info, model, lengths, mesh) -> TrainState:
         in_shardings=(state_shardings, data_sharding), out_shardings=(state_shardings, repl),
         donate_argnums=(0,))
     p_eval_step = jax.jit(eval_fn,
-                          in_shardings=(state_shardings.params, data_sharding), out_shardings=repl)
+                          in_shardings=(state_shardings.params, data_sharding), out_shardings=repl,
+                          compiler_options=inference_compiler_options())  # Eigen matmuls on CPU
 
     # ---- restore, or initialise from a pretrained model -------------------------------------------
     ckpt = checkpointing.Checkpointer(workdir, keep=int(config.keep_checkpoints))
