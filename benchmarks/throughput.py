@@ -183,6 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--warmup', type=int, default=2, help='untimed calls after compilation')
     p.add_argument('--modes', default='forward,train', help='comma-separated: forward,train')
     p.add_argument('--no-compile', action='store_true', help='skip the torch.compile contender')
+    p.add_argument('--default-xla-options', action='store_true',
+                   help="compile the JAX forward pass with XLA's default options, not "
+                        "swinv2_jax.compile_options.inference_compiler_options()")
     p.add_argument('--compile-mode', default=None,
                    help='torch.compile mode (default, reduce-overhead, max-autotune); default: none')
     p.add_argument('--matmul-n', type=int, default=None,
@@ -226,6 +229,7 @@ def main(argv=None) -> int:
     import timm
 
     from swinv2_jax import create_model, load_torch_weights
+    from swinv2_jax.compile_options import inference_compiler_options
     from swinv2_jax.models.registry import model_config, resolve_name
 
     # -- device ------------------------------------------------------------------------------------
@@ -317,7 +321,10 @@ def main(argv=None) -> int:
             compile_reason = short_error(exc)
             Log.info(f'torch.compile failed: {compile_reason}')
 
-    fwd = jax.jit(model.apply)
+    # the forward pass is compiled as the trainer's eval step is (swinv2_jax/compile_options.py:
+    # Eigen's matmuls on XLA:CPU); --default-xla-options compiles it with XLA's defaults
+    fwd_options = {} if args.default_xla_options else inference_compiler_options()
+    fwd = jax.jit(model.apply, compiler_options=fwd_options)
 
     # -- JAX compilation (timed apart) and FLOPs ---------------------------------------------------
     tx = optax.adamw(LR, weight_decay=WEIGHT_DECAY)
@@ -359,7 +366,7 @@ def main(argv=None) -> int:
         # module's count is not available there. So the matrix FLOPs are also counted from the jaxpr
         # (backend independent) and used whenever the compiled count falls below them.
         f_comp = cost_flops(compiled)
-        f_mm = jaxpr_matmul_flops(jax.make_jaxpr(fwd if mode == 'forward' else train_step)(*lower_args))
+        f_mm = jaxpr_matmul_flops(jax.make_jaxpr(model.apply if mode == 'forward' else train_step)(*lower_args))
         flops_both[mode] = {'xla_compiled': f_comp, 'jaxpr_matmul': f_mm}
         if f_comp is not None and f_comp >= f_mm:
             f, flops_source[mode] = f_comp, 'xla_compiled'
@@ -549,6 +556,7 @@ def main(argv=None) -> int:
         'versions': versions,
         'env': {'OMP_WAIT_POLICY': os.environ.get('OMP_WAIT_POLICY'), 'torch_threads': torch.get_num_threads(),
                 'cpu_count': os.cpu_count(), 'XLA_FLAGS': os.environ.get('XLA_FLAGS'),
+                'jax_forward_compiler_options': fwd_options,
                 'XLA_PYTHON_CLIENT_PREALLOCATE': os.environ.get('XLA_PYTHON_CLIENT_PREALLOCATE')},
         'flops_per_image': {m: (flops[m] / b if flops[m] else None) for m in modes},
         'flops_source': flops_source,
