@@ -303,8 +303,12 @@ class QKVProjection(nn.Module):
     [B, nW, heads, N, d] layout the attention matmuls batch over.
 
     Separate matmuls hand q, k and v over without slicing a [.., 3C] result (a copy forward and a
-    pad backward), and writing each as [heads, N, d] saves the transpose the attention would
-    otherwise make of [N, heads, d]; the parameter stays the official fused `qkv.weight`. SwinV2
+    pad backward); the parameter stays the official fused `qkv.weight`. The change of layout
+    between [N, C] tokens and [heads, N, d] is not free: XLA:CPU writes it as a transpose of each
+    matmul's output, a third of this projection's time in a training step
+    (benchmarks/hlo_profile.py). A fused [C, 3C] matmul then a transpose (timm's way), a
+    `cjhd->jbwhnd` einsum, or token-major matmuls then a heads/tokens swap were each within 2% of
+    this in a training step, timed interleaved on the CPU. SwinV2
     (`fused_bias=False`) has no bias of its own: q and v get the attention's q_bias/v_bias, k none.
     Swin V1 (`fused_bias=True`) has the plain Linear bias [3C] on q, k and v (`qkv.bias`).
 
