@@ -42,7 +42,7 @@ import time
 from typing import Any, Dict, List, Optional, Tuple
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from throughput import LR, WEIGHT_DECAY, parse_override  # noqa: E402  (the same step as throughput.py)
+from throughput import make_train_step, parse_override  # noqa: E402  (the same step as throughput.py)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -161,35 +161,29 @@ def source_name(inst: Dict[str, Any], computations, kind: str) -> str:
     return ''
 
 
+# Within a block (the op_name after `layers_i/blocks_j/`): the first pattern that matches, from
+# the start of the path, names the part.
+BLOCK_PARTS = (
+    (r'.*(position_bias|cpb_mlp)', 'attn: position bias'),
+    (r'.*logit_scale', 'attn: logit scale'),
+    (r'attn/qkv', 'attn: qkv projection'),
+    (r'attn/proj', 'attn: output projection'),
+    (r'attn/', 'attn: core (cosine logits, softmax, matmuls)'),
+    (r'mlp/fc1', 'mlp: fc1'),
+    (r'mlp/fc2', 'mlp: fc2'),
+    (r'mlp/', 'mlp: GELU, dropout'),
+    (r'norm[12]', 'res-post-norms'),
+    (r'(jit\(_roll|transpose|reshape|pad|slice|jit\(_pad|concatenate)', 'window partition, shift'),
+    (r'(add|drop_path|DropPath|mul|select)', 'residual add, drop-path'),
+)
+
+
 def model_part(op_name: str) -> str:
     """The part of SwinV2 an op belongs to, read from the Flax module path in its op_name."""
     op_name = op_name.split(';')[0]
     m = re.search(r'layers_\d+/blocks_\d+/(.*)$', op_name)
     if m:
-        rest = m.group(1)
-        if 'position_bias' in rest or 'cpb_mlp' in rest:
-            return 'attn: position bias'
-        if 'logit_scale' in rest:
-            return 'attn: logit scale'
-        if rest.startswith('attn/qkv'):
-            return 'attn: qkv projection'
-        if rest.startswith('attn/proj'):
-            return 'attn: output projection'
-        if rest.startswith('attn/'):
-            return 'attn: core (cosine logits, softmax, matmuls)'
-        if rest.startswith('mlp/fc1'):
-            return 'mlp: fc1'
-        if rest.startswith('mlp/fc2'):
-            return 'mlp: fc2'
-        if rest.startswith('mlp/'):
-            return 'mlp: GELU, dropout'
-        if rest.startswith(('norm1', 'norm2')):
-            return 'res-post-norms'
-        if rest.startswith(('jit(_roll', 'transpose', 'reshape', 'pad', 'slice', 'jit(_pad', 'concatenate')):
-            return 'window partition, shift'
-        if rest.startswith(('add', 'drop_path', 'DropPath', 'mul', 'select')):
-            return 'residual add, drop-path'
-        return 'block: other'
+        return next((part for pattern, part in BLOCK_PARTS if re.match(pattern, m.group(1))), 'block: other')
     if re.search(r'layers_\d+/downsample/', op_name):
         return 'patch merging'
     if 'patch_embed' in op_name:
@@ -262,7 +256,6 @@ def main(argv=None) -> int:
     import jax
     import jax.numpy as jnp
     import numpy as np
-    import optax
 
     from swinv2_jax import create_model
     from swinv2_jax.compile_options import inference_compiler_options
@@ -292,17 +285,7 @@ def main(argv=None) -> int:
             return state
         lowered = fn.lower(params, x)
     else:
-        tx = optax.adamw(LR, weight_decay=WEIGHT_DECAY)
-
-        def loss_fn(p, x, y):
-            logits = model.apply({'params': p}, x, train=True, rngs={'dropout': jax.random.PRNGKey(0)})
-            return optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), y).mean()
-
-        def train_step(p, opt_state, x, y):
-            loss, grads = jax.value_and_grad(loss_fn)(p, x, y)
-            updates, opt_state = tx.update(grads, opt_state, p)
-            return optax.apply_updates(p, updates), opt_state, loss
-
+        tx, train_step = make_train_step(model)
         fn = jax.jit(train_step, donate_argnums=(0, 1), compiler_options=compiler_options)
         state = (params, jax.jit(tx.init)(params))
 

@@ -61,6 +61,28 @@ LR, WEIGHT_DECAY = 1e-4, 0.05  # the same AdamW on both sides
 # Small helpers
 # ----------------------------------------------------------------------------------------------
 
+def make_train_step(model):
+    """(optimizer, step) of the benchmarked training step, shared with hlo_profile.py: forward in
+    train mode, cross-entropy, backward, AdamW update. `step(params, opt_state, x, y)` returns
+    (params, opt_state, loss); initialise the state with `optimizer.init(params)`."""
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    tx = optax.adamw(LR, weight_decay=WEIGHT_DECAY)
+
+    def loss_fn(params, x, y):
+        logits = model.apply({'params': params}, x, train=True, rngs={'dropout': jax.random.PRNGKey(0)})
+        return optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), y).mean()
+
+    def train_step(params, opt_state, x, y):
+        loss, grads = jax.value_and_grad(loss_fn)(params, x, y)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss
+
+    return tx, train_step
+
+
 class Log:
     quiet = False
 
@@ -327,17 +349,7 @@ def main(argv=None) -> int:
     fwd = jax.jit(model.apply, compiler_options=fwd_options)
 
     # -- JAX compilation (timed apart) and FLOPs ---------------------------------------------------
-    tx = optax.adamw(LR, weight_decay=WEIGHT_DECAY)
-
-    def loss_fn(params, x, y):
-        logits = model.apply({'params': params}, x, train=True, rngs={'dropout': jax.random.PRNGKey(0)})
-        return optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), y).mean()
-
-    def train_step(params, opt_state, x, y):
-        loss, grads = jax.value_and_grad(loss_fn)(params, x, y)
-        updates, opt_state = tx.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, loss
-
+    tx, train_step = make_train_step(model)
     step = jax.jit(train_step, donate_argnums=(0, 1))
     jax_compiled: Dict[str, Any] = {}
     jax_compile_s: Dict[str, float] = {}
