@@ -24,7 +24,8 @@ import orbax.checkpoint as ocp
 from flax import traverse_util
 from flax.core import unfreeze
 
-from swinv2_jax.models import SwinTransformerV2, abstract_variables, model_fields, model_from_fields, transfer
+from swinv2_jax.models import SwinTransformerV2, abstract_variables, model_fields, model_from_fields
+from swinv2_jax.weights import transfer
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ writes them back on export because the official model loads with them.
 
 Window and resolution transfer: the CPB modes need nothing; a Swin V1 `relative_position_bias_table`
 saved for another window is resized bicubically on load, as the official fine-tuning recipe does
-(`swinv2_jax.models.transfer`); the log says which blocks and how.
+(`swinv2_jax.weights.transfer`); the log says which blocks and how.
 
 torch is only imported to read `.pth`/`.pt`/`.bin` files (`weights_only=True`: no code is
 unpickled); `.safetensors` files and in-memory mappings need no torch.
@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
-from swinv2_jax.models import transfer
+from swinv2_jax.weights import transfer
 from swinv2_jax.models.swin_transformer_v2 import (SwinTransformerV2, abstract_variables, relative_coords_table,
                                                    relative_position_index, shifted_window_mask)
 

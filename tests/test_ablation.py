@@ -32,7 +32,8 @@ import torch.nn.functional as F  # noqa: E402
 
 import swinv2_jax  # noqa: E402
 from swinv2_jax import checkpoints  # noqa: E402
-from swinv2_jax.models import ABLATIONS, abstract_variables, transfer  # noqa: E402
+from swinv2_jax.models import ABLATIONS, abstract_variables  # noqa: E402
+from swinv2_jax.weights import transfer  # noqa: E402
 from swinv2_jax.models.swin_transformer_v2 import SWIN_V1, SWITCHES, relative_coords_table  # noqa: E402
 from swinv2_jax.train import init_from  # noqa: E402
 from torch_refs import assert_close, nchw, randomize_, timm_model, to_torch_state  # noqa: E402

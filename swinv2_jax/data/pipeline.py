@@ -38,10 +38,9 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from swinv2_jax.data import digits as digits_lib
+from swinv2_jax.constants import IMAGENET_MEAN, IMAGENET_STD
 from swinv2_jax.data import simmim_mask, transforms
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 DEFAULT_SHUFFLE_WINDOW = 8192   # examples per permuted window (~0.9 GB of ImageNet JPEGs, 2x briefly)
 MAX_BLOCKS = 16                 # sequential readers interleaved per process and epoch
 _NUM_EPOCHS_UNBOUNDED = 2 ** 40

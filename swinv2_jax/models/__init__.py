@@ -2,4 +2,4 @@
 from swinv2_jax.models.registry import (ABLATIONS, ALIASES, VARIANTS, create_model, list_models, model_config,
                                         model_fields, model_from_fields, resolve_name)
 from swinv2_jax.models.swin_transformer_v2 import SwinTransformerV2, abstract_variables
-from swinv2_jax.models import transfer
+

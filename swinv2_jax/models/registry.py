@@ -8,10 +8,11 @@ aliases, and a timm pretrained tag (`swinv2_base_window12_192.ms_in22k`) is acce
 """
 from __future__ import annotations
 
+import ast
 import dataclasses
 import difflib
 import fnmatch
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Tuple
 
 import jax.numpy as jnp
 
@@ -53,6 +54,10 @@ VARIANTS: Dict[str, Dict[str, Any]] = {
     'swin_base_patch4_window12_384': dict(**_B, window_size=12, img_size=384, **SWIN_V1),
     'swin_large_patch4_window7_224': dict(**_L, window_size=7, img_size=224, **SWIN_V1),
     'swin_large_patch4_window12_384': dict(**_L, window_size=12, img_size=384, **SWIN_V1),
+    # This project's small model for the embedded digits (no released weights): two stages on an
+    # 8x8 token map of 32x32 images, window 4, C=48 (~0.3M parameters; minutes on two CPU cores).
+    'swinv2_digits_window4_32': dict(embed_dim=48, depths=(2, 2), num_heads=(3, 6), window_size=4,
+                                     img_size=32, num_classes=10),
 }
 
 _OFFICIAL = {
@@ -103,6 +108,20 @@ OVERRIDES = (
     # the ablation switches (SwinV2 <-> V1; see SwinTransformerV2) and inputs of any size
     *SWITCHES, 'strict_img_size',
 )
+
+
+def parse_override(text: str) -> Tuple[str, Any]:
+    """'KEY=VALUE' from a command line -> (key, value): the value a Python literal where it parses as
+    one (`depths=(2,2)`, `window_size=16`), else the bare string (`dtype=bfloat16`); '-' in the key
+    reads as '_'. Raises ValueError without '='."""
+    key, sep, value = text.partition('=')
+    key = key.strip().replace('-', '_')
+    if not sep or not key:
+        raise ValueError(f'expected KEY=VALUE, got {text!r}')
+    try:
+        return key, ast.literal_eval(value.strip())
+    except (ValueError, SyntaxError):
+        return key, value.strip()
 
 
 def list_models(pattern: str = '*', aliases: bool = False) -> List[str]:

@@ -11,8 +11,7 @@ from typing import Dict, Optional
 import ml_collections
 from ml_collections import config_dict
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from swinv2_jax.constants import IMAGENET_MEAN, IMAGENET_STD
 
 
 def parse_arg(arg: Optional[str], **defaults) -> ml_collections.ConfigDict:
@@ -85,9 +84,19 @@ def base_optim() -> ml_collections.ConfigDict:
     ))
 
 
+def base_simmim() -> ml_collections.ConfigDict:
+    """`config.simmim` of `objective='simmim'`: the official SimMIM V2 values."""
+    return ml_collections.ConfigDict(dict(
+        mask_patch_size=32,        # pixels per mask block side (a multiple of the model patch size)
+        mask_ratio=0.6,            # fraction of blocks masked: ceil(count * ratio)
+        norm_target_window=47,     # local normalisation of the target (0 = off)
+    ))
+
+
 def base_config() -> ml_collections.ConfigDict:
     """Every key the training loop reads, with defaults (the ImageNet-1K A1 recipe's data keys)."""
     c = ml_collections.ConfigDict()
+    c.objective = 'classification'  # a row of the trainer's objective table: 'classification', 'simmim'
     c.model = 'swinv2_tiny_window8_256'
     c.model_overrides = ml_collections.ConfigDict()   # create_model overrides; num_classes from the data
     c.dataset = 'imagenet2012'

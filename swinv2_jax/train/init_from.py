@@ -232,7 +232,7 @@ def merge(target: Dict, source: Dict, head_map: Optional[np.ndarray] = None,
 
 def _resize_tables(source: Dict, model: SwinTransformerV2) -> Tuple[Dict, List[str]]:
     """The source with each V1 position bias table resized to `model`'s windows (no-op for CPB)."""
-    from swinv2_jax.models import transfer
+    from swinv2_jax.weights import transfer
     flat = traverse_util.flatten_dict(unfreeze(source))
     shapes = {p: s.shape for p, s in traverse_util.flatten_dict(abstract_variables(model)['params']).items()}
     resized, lines = transfer.transfer_tables(flat, shapes, transfer.table_windows(model))

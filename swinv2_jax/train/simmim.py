@@ -40,12 +40,7 @@ def enabled(config) -> bool:
 
 
 def default_config() -> ml_collections.ConfigDict:
-    """`config.simmim`: the official SimMIM V2 values."""
-    return ml_collections.ConfigDict(dict(
-        mask_patch_size=32,        # pixels per mask block side (a multiple of the model patch size)
-        mask_ratio=0.6,            # fraction of blocks masked: ceil(count * ratio)
-        norm_target_window=47,     # local normalisation of the target (0 = off)
-    ))
+    return config_lib.base_simmim()
 
 
 def build_model(config) -> SimMIM:

@@ -8,7 +8,8 @@ Swin fine-tuning recipe does (`utils.load_pretrained` in microsoft/Swin-Transfor
 `jax.image.resize` uses a = -0.5, so the resize is written out here to match torch).
 
 timm resizes differently (`timm.layers.resize_rel_pos_bias_table`: BEiT's geometric-progression
-grid with linear interpolation); the official bicubic recipe is the one the issue asks for.
+grid with linear interpolation); this follows the official bicubic recipe, which the released
+Swin V1 fine-tunes were made with.
 
 Used by the converter, the Orbax loader (`load_converted(dir, model=...)`) and the training
 `init_from`; the resize itself is numpy.
@@ -23,7 +24,7 @@ import numpy as np
 from flax import traverse_util
 from flax.core import unfreeze
 
-from swinv2_jax.models.swin_transformer_v2 import abstract_variables
+from swinv2_jax.models import abstract_variables
 
 Pair = Tuple[int, int]
 Path = Tuple[str, ...]
