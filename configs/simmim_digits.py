@@ -12,14 +12,14 @@ grid, ratio 0.6 -> 10 of 16 blocks masked; the target normalised over 9x9 window
 Evaluation: the reconstruction loss of the 300 held-out images under fixed masks.
 """
 from swinv2_jax.train import config_lib
-from swinv2_jax.train import simmim as simmim_objective
+
 
 
 def get_config(arg=None):
     arg = config_lib.parse_arg(arg)
     c = config_lib.base_config()
     c.objective = 'simmim'
-    c.simmim = simmim_objective.default_config()
+    c.simmim = config_lib.base_simmim()
     c.simmim.mask_patch_size = 8
     c.simmim.mask_ratio = 0.6
     c.simmim.norm_target_window = 9

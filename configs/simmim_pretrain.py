@@ -15,7 +15,7 @@ Evaluation reports the reconstruction loss of the validation set under fixed mas
 Fine-tune the result with configs/simmim_finetune.py (init_from = this workdir).
 """
 from swinv2_jax.train import config_lib
-from swinv2_jax.train import simmim as simmim_objective
+
 
 VARIANTS = {'base': 'swinv2_base_window12_192'}
 
@@ -27,7 +27,7 @@ def get_config(arg=None):
         raise ValueError(f'simmim_pretrain: variant {variant!r}; choose one of {", ".join(VARIANTS)}')
     c = config_lib.base_config()
     c.objective = 'simmim'
-    c.simmim = simmim_objective.default_config()      # mask patch 32, ratio 0.6, norm target 47
+    c.simmim = config_lib.base_simmim()      # mask patch 32, ratio 0.6, norm target 47
     c.model = VARIANTS[variant]
     c.model_overrides = dict(drop_path_rate=0.1)
     c.dataset = 'imagenet2012'
