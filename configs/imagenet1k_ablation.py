@@ -9,28 +9,17 @@ and 7 rows on SwinV2 (256, window 8), Table 6 rows on Swin V1 (224, window 7, th
 of that size). Every switch is written into `config.model_overrides`, so any of them can also be
 changed from the command line (`--config.model_overrides.attention=dot`).
 """
-import importlib.util
-import os
-
+from configs import common, imagenet1k_scratch
 from swinv2_jax.models import ABLATIONS
 from swinv2_jax.models.swin_transformer_v2 import SWIN_V1, SWITCHES
 from swinv2_jax.train import config_lib
 
 
-def _scratch_config(size: str):
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'imagenet1k_scratch.py')
-    spec = importlib.util.spec_from_file_location('imagenet1k_scratch', path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(size)
-
-
 def get_config(arg=None):
     arg = config_lib.parse_arg(arg, size='tiny')
     row = arg.variant
-    if row not in ABLATIONS:
-        raise ValueError(f'imagenet1k_ablation: row {row!r}; choose one of {", ".join(ABLATIONS)}')
-    c = _scratch_config(arg.size)
+    common.pick('imagenet1k_ablation', ABLATIONS, row, what='row')
+    c = imagenet1k_scratch.get_config(arg.size)
     if row.startswith('table6'):
         c.model = f'swin_{arg.size}_patch4_window7_224'
         switches = dict(SWIN_V1)

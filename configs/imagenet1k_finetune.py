@@ -17,49 +17,36 @@ repository, get_swin_layer). Set --config.optim.layer_decay=1.0 for the official
 The official code initialises the 1K head from the 22K head's ImageNet-1K rows (map22kto1k.txt);
 pass that file as --config.init_head_map to do the same, else the head is re-initialised.
 """
+from configs import common
 from swinv2_jax.train import config_lib
 
-VARIANTS = {
-    'base_256': ('swinv2_base_window12to16_192to256', 256, 0.9),
-    'base_384': ('swinv2_base_window12to24_192to384', 384, 1.0),
-    'large_256': ('swinv2_large_window12to16_192to256', 256, 0.9),
-    'large_384': ('swinv2_large_window12to24_192to384', 384, 1.0),
+VARIANTS = {                            # (model, eval crop_pct)
+    'base_256': ('swinv2_base_window12to16_192to256', 0.9),
+    'base_384': ('swinv2_base_window12to24_192to384', 1.0),
+    'large_256': ('swinv2_large_window12to16_192to256', 0.9),
+    'large_384': ('swinv2_large_window12to24_192to384', 1.0),
 }
 
 
 def get_config(arg=None):
     arg = config_lib.parse_arg(arg)
-    variant = arg.variant or 'base_256'
-    if variant not in VARIANTS:
-        raise ValueError(f'imagenet1k_finetune: variant {variant!r}; choose one of {", ".join(VARIANTS)}')
-    model, size, crop_pct = VARIANTS[variant]
-    c = config_lib.base_config()
+    model, crop_pct = common.pick('imagenet1k_finetune', VARIANTS, arg.variant or 'base_256')
+    c = config_lib.base_config()        # A1's data, batch 1024 and augmentation
     c.model = model                     # window 16/24 at 256/384, pretrained_window_sizes (12,12,12,6)
     c.model_overrides = dict(drop_path_rate=0.2)
-    c.dataset = 'imagenet2012'
-    c.train_split = 'train'
-    c.eval_split = 'validation'
     c.extra_evals = (('imagenet_v2', 'test'),)
-    c.batch_size = 1024
-    c.eval_batch_size = 1024
     c.num_epochs = 30.0
     c.eval_every_steps = 1251 * 2
-    c.checkpoint_every_steps = 1000
-    c.log_every_steps = 100
     c.init_from_required = True
 
-    c.aug = config_lib.base_aug()
     c.aug.crop_pct = crop_pct           # 0.9 at 256, 1.0 at 384
     c.optim.lr = 2e-5                   # x 1024 / 512 = 4e-5
     c.optim.warmup_lr = 2e-8
     c.optim.min_lr = 2e-7
     c.optim.warmup_epochs = 5.0
     c.optim.weight_decay = 1e-8
-    c.optim.clip_grad = 5.0
     c.optim.layer_decay = 0.9           # inferred: see the docstring
 
     if arg.runlocal:
-        config_lib.runlocal(c)
-        c.model_overrides.pretrained_window_sizes = (2, 2)   # windows differ from pre-training
-        c.init_from_required = False    # tests pass init_from themselves
+        common.finetune_runlocal(c)
     return c

@@ -10,6 +10,7 @@ images: 1.25e-4 -> 1e-3 at 4096, the official 22K configs), weight decay 0.1, gr
 (a manual-download tfds builder registered under that name, or a class-per-folder tree with
 `--config.dataset=folder:/path` holding train/ and val/) and a held-out split for `eval_split`.
 """
+from configs import common
 from swinv2_jax.train import config_lib
 
 MODELS = {'base': 'swinv2_base_window12_192', 'large': 'swinv2_large_window12_192'}
@@ -17,30 +18,21 @@ MODELS = {'base': 'swinv2_base_window12_192', 'large': 'swinv2_large_window12_19
 
 def get_config(arg=None):
     arg = config_lib.parse_arg(arg)
-    variant = arg.variant or 'base'
-    if variant not in MODELS:
-        raise ValueError(f'imagenet22k_pretrain: variant {variant!r}; choose one of {", ".join(MODELS)}')
-    c = config_lib.base_config()
-    c.model = MODELS[variant]
+    c = config_lib.base_config()        # A1's augmentation
+    c.model = common.pick('imagenet22k_pretrain', MODELS, arg.variant or 'base')
     c.model_overrides = dict(drop_path_rate=0.2)      # num_classes from the dataset (21,841)
     c.dataset = 'imagenet22k'
-    c.train_split = 'train'
-    c.eval_split = 'validation'
-    c.extra_evals = ()
     c.batch_size = 4096
     c.eval_batch_size = 4096
     c.num_epochs = 90.0
     c.eval_every_steps = 10000
     c.checkpoint_every_steps = 2000
-    c.log_every_steps = 100
 
-    c.aug = config_lib.base_aug()
     c.optim.lr = 1.25e-4                # x 4096 / 512 = 1e-3
     c.optim.warmup_lr = 1.25e-7
     c.optim.min_lr = 1.25e-6
     c.optim.warmup_epochs = 5.0
     c.optim.weight_decay = 0.1
-    c.optim.clip_grad = 5.0
 
     if arg.runlocal:
         config_lib.runlocal(c)

@@ -15,6 +15,7 @@ per 512 images, min lr 2.5e-7, cosine, weight decay 0.05, gradient clipping 5, l
 The encoder is taken from the source, its mask token and decoder are left out (logged), the
 classifier is new.
 """
+from configs import common
 from swinv2_jax.train import config_lib
 
 VARIANTS = {'base': 'swinv2_base_window12to16_192to256'}
@@ -22,37 +23,22 @@ VARIANTS = {'base': 'swinv2_base_window12to16_192to256'}
 
 def get_config(arg=None):
     arg = config_lib.parse_arg(arg)
-    variant = arg.variant or 'base'
-    if variant not in VARIANTS:
-        raise ValueError(f'simmim_finetune: variant {variant!r}; choose one of {", ".join(VARIANTS)}')
-    c = config_lib.base_config()
-    c.model = VARIANTS[variant]
+    c = config_lib.base_config()              # ImageNet-1K, the default timm (A1) augmentation
+    c.model = common.pick('simmim_finetune', VARIANTS, arg.variant or 'base')
     c.model_overrides = dict(img_size=224, window_size=14, pretrained_window_sizes=(12, 12, 12, 6),
                              drop_path_rate=0.1)
-    c.dataset = 'imagenet2012'
-    c.train_split = 'train'
-    c.eval_split = 'validation'
-    c.extra_evals = ()
     c.batch_size = 2048
-    c.eval_batch_size = 1024
     c.num_epochs = 100.0
     c.eval_every_steps = 625 * 5
     c.checkpoint_every_steps = 625 * 5
-    c.log_every_steps = 100
     c.init_from_required = True
 
-    c.aug = config_lib.base_aug()
     c.aug.crop_pct = 0.875
     c.optim.lr = 1.25e-3                      # x 2048 / 512 = 5e-3
     c.optim.warmup_lr = 2.5e-7
     c.optim.min_lr = 2.5e-7
-    c.optim.warmup_epochs = 20.0
-    c.optim.weight_decay = 0.05
-    c.optim.clip_grad = 5.0
     c.optim.layer_decay = 0.75
 
     if arg.runlocal:
-        config_lib.runlocal(c)
-        c.model_overrides.pretrained_window_sizes = (2, 2)   # windows differ from pre-training
-        c.init_from_required = False
+        common.finetune_runlocal(c)
     return c

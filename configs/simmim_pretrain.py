@@ -14,53 +14,32 @@ For a shorter run, set --config.num_epochs and --config.optim.decay_epochs toget
 Evaluation reports the reconstruction loss of the validation set under fixed masks.
 Fine-tune the result with configs/simmim_finetune.py (init_from = this workdir).
 """
+from configs import common
 from swinv2_jax.train import config_lib
-
 
 VARIANTS = {'base': 'swinv2_base_window12_192'}
 
 
 def get_config(arg=None):
     arg = config_lib.parse_arg(arg)
-    variant = arg.variant or 'base'
-    if variant not in VARIANTS:
-        raise ValueError(f'simmim_pretrain: variant {variant!r}; choose one of {", ".join(VARIANTS)}')
-    c = config_lib.base_config()
+    c = config_lib.base_config()              # ImageNet-1K
     c.objective = 'simmim'
     c.simmim = config_lib.base_simmim()      # mask patch 32, ratio 0.6, norm target 47
-    c.model = VARIANTS[variant]
+    c.model = common.pick('simmim_pretrain', VARIANTS, arg.variant or 'base')
     c.model_overrides = dict(drop_path_rate=0.1)
-    c.dataset = 'imagenet2012'
-    c.train_split = 'train'
-    c.eval_split = 'validation'
-    c.extra_evals = ()
     c.batch_size = 2048
-    c.eval_batch_size = 1024
     c.num_epochs = 800.0
     c.eval_every_steps = 625 * 20
     c.checkpoint_every_steps = 625 * 5       # official SAVE_FREQ 5 epochs
-    c.log_every_steps = 100
 
-    c.aug = config_lib.base_aug()
+    common.augmentation_off(c.aug)           # random resized crops and flips only
     c.aug.crop_scale = (0.67, 1.0)
-    c.aug.crop_ratio = (3 / 4, 4 / 3)
-    c.aug.hflip = True
     c.aug.interpolation = 'bilinear'
-    c.aug.randaugment.num_layers = 0
-    c.aug.color_jitter = 0.0
-    c.aug.random_erasing = 0.0
-    c.aug.mixup = 0.0
-    c.aug.cutmix = 0.0
-    c.aug.mix_prob = 0.0
-    c.aug.label_smoothing = 0.0
+    c.aug.label_smoothing = 0.0              # no labels
     c.aug.crop_pct = 0.875
 
     c.optim.lr = 1e-4                         # x 2048 / 512 = 4e-4
-    c.optim.warmup_lr = 5e-7
-    c.optim.min_lr = 5e-6                     # (unused by the multistep schedule)
     c.optim.warmup_epochs = 10.0
-    c.optim.weight_decay = 0.05
-    c.optim.clip_grad = 5.0
     c.optim.schedule = 'multistep'
     c.optim.decay_epochs = (700.0,)
     c.optim.decay_rate = 0.1
