@@ -1,8 +1,9 @@
-"""The training config: every key `train.py` reads, with its default, and the `ARG` parser.
+"""The training config: every key `train.py` reads, its default and its meaning, and the `ARG` parser.
 
-`configs/*.py` start from `base_config()` and change what their recipe changes, so a key's
-meaning and default live in one place (docs/training_contract.md is the contract they follow).
-Nothing here imports jax or TensorFlow: config files load fast.
+This module is the one reference for config keys: `configs/*.py` start from `base_config()` and
+change only what their recipe changes, so a key's meaning and default live here and nowhere else.
+Any key can be changed from the command line (`--config.optim.lr=1e-3`); train.py locks the
+config, so a misspelt key is an error. Nothing here imports jax or TensorFlow: configs load fast.
 """
 from __future__ import annotations
 
@@ -43,39 +44,45 @@ def parse_arg(arg: Optional[str], **defaults) -> ml_collections.ConfigDict:
 
 
 def base_aug() -> ml_collections.ConfigDict:
-    """The paper's A1 augmentation (timm's `rand-m9-mstd0.5-inc1`, Mixup 0.8, CutMix 1.0, ...)."""
+    """`config.aug`: the paper's A1 augmentation (timm's `rand-m9-mstd0.5-inc1`, Mixup 0.8,
+    CutMix 1.0, ...). Crops, flips, RandAugment and erasing run in the input pipeline; Mixup,
+    CutMix and label smoothing on device in the train step."""
     return ml_collections.ConfigDict(dict(
-        crop_scale=(0.08, 1.0),
-        crop_ratio=(3 / 4, 4 / 3),
-        hflip=True,
+        crop_scale=(0.08, 1.0),      # train: RandomResizedCrop area fraction
+        crop_ratio=(3 / 4, 4 / 3),   # and aspect ratio range
+        hflip=True,                  # random horizontal flip
         randaugment=dict(num_layers=2, magnitude=9, magnitude_std=0.5),  # num_layers=0 disables
-        # timm (and so the official repo) ignores colour jitter when RandAugment is on
+        # strength of colour jitter (0 = off); timm (and so the official repo) ignores it when
+        # RandAugment is on
         color_jitter=0.0,
-        random_erasing=0.25,
-        mixup=0.8,
-        cutmix=1.0,
-        mix_prob=1.0,
-        switch_prob=0.5,
+        random_erasing=0.25,         # probability of erasing one random box per image
+        mixup=0.8,                   # Mixup alpha (0 = off)
+        cutmix=1.0,                  # CutMix alpha (0 = off)
+        mix_prob=1.0,                # probability that a batch is mixed at all
+        switch_prob=0.5,             # probability of CutMix rather than Mixup when both are on
         label_smoothing=0.1,
-        crop_pct=0.9,            # eval: resize to size / crop_pct, center crop (1.0 at 384)
-        interpolation='bicubic',
-        mean=IMAGENET_MEAN,
+        crop_pct=0.9,                # eval: resize to size / crop_pct, center crop (1.0 at 384)
+        interpolation='bicubic',     # resize method of the train crop and the eval resize
+        mean=IMAGENET_MEAN,          # per channel, images scaled to 0..1
         std=IMAGENET_STD,
     ))
 
 
 def base_optim() -> ml_collections.ConfigDict:
-    """AdamW as in the official repo. Learning rates are per 512 images: the run uses
-    lr * effective_batch / 512 (effective_batch = batch_size * grad_accum_steps), for `lr`,
+    """`config.optim`: AdamW as in the official repo. Learning rates are per 512 images: the run
+    uses lr * effective_batch / 512 (effective_batch = batch_size * grad_accum_steps), for `lr`,
     `warmup_lr` and `min_lr` alike (official `main.py` linear scaling)."""
     return ml_collections.ConfigDict(dict(
-        lr=5e-4,
+        lr=5e-4,                   # peak, after the linear warm-up from warmup_lr
         warmup_lr=5e-7,
-        min_lr=5e-6,
+        min_lr=5e-6,               # the end of the cosine decay
         warmup_epochs=20.0,
         warmup_steps=-1,           # >= 0 overrides warmup_epochs (in optimizer updates)
-        weight_decay=0.05,
-        betas=(0.9, 0.999),
+        schedule='cosine',         # after warm-up: 'cosine' to min_lr, or 'multistep':
+        decay_epochs=(),           #   lr * decay_rate ** (milestones in decay_epochs passed)
+        decay_rate=0.1,
+        weight_decay=0.05,         # decoupled (AdamW); not on biases, norms, logit scales, CPB MLPs
+        betas=(0.9, 0.999),        # AdamW
         eps=1e-8,
         clip_grad=5.0,             # global norm; 0 = off
         layer_decay=1.0,           # layer-wise lr decay per block (1.0 = off)
@@ -94,29 +101,35 @@ def base_simmim() -> ml_collections.ConfigDict:
 
 
 def base_config() -> ml_collections.ConfigDict:
-    """Every key the training loop reads, with defaults (the ImageNet-1K A1 recipe's data keys)."""
+    """Every key the training loop reads, with its default: the ImageNet-1K from-scratch recipe
+    (the paper's A1) for SwinV2-T. `objective='simmim'` also reads `config.simmim` (`base_simmim`)."""
     c = ml_collections.ConfigDict()
     c.objective = 'classification'  # a row of the trainer's objective table: 'classification', 'simmim'
-    c.model = 'swinv2_tiny_window8_256'
-    c.model_overrides = ml_collections.ConfigDict()   # create_model overrides; num_classes from the data
+    c.model = 'swinv2_tiny_window8_256'               # a create_model name (swinv2_jax.list_models())
+    # create_model keyword overrides (drop_path_rate, img_size, window_size, pretrained_window_sizes,
+    # ...); num_classes comes from the dataset unless given here
+    c.model_overrides = ml_collections.ConfigDict()
+    # a tfds name; 'digits': the embedded scikit-learn digits (a local tfds builder, no network);
+    # 'folder:/path': tfds' ImageFolder over /path/<split>/<class>/<image>
     c.dataset = 'imagenet2012'
-    c.data_dir = config_dict.placeholder(str)
+    c.data_dir = config_dict.placeholder(str)        # tfds data_dir (None: tfds' default)
     c.train_split = 'train'
-    c.eval_split = 'validation'
+    c.eval_split = 'validation'     # evaluated as 'eval_*' metrics; '' = none
     c.extra_evals = ()              # ((dataset, split), ...), e.g. (('imagenet_v2', 'test'),)
-    c.batch_size = 1024             # global, per step
+    c.batch_size = 1024             # global, per step (split over processes and devices)
     c.eval_batch_size = 1024        # global
+    c.shuffle_window = 8192         # train: consecutive examples permuted together (data/pipeline.py)
     c.num_epochs = 300.0
     c.num_train_steps = -1          # > 0 overrides num_epochs
-    c.eval_every_steps = 5000
-    c.checkpoint_every_steps = 1000
-    c.keep_checkpoints = 3
-    c.log_every_steps = 100
+    c.eval_every_steps = 5000       # and at the end; 0 = only at the end
+    c.checkpoint_every_steps = 1000  # and at the end
+    c.keep_checkpoints = 3          # the newest kept in the workdir
+    c.log_every_steps = 100         # train metrics (metrics.jsonl, TensorBoard, console)
     c.init_from = ''                # converted Orbax dir, PyTorch file, or a training workdir
     c.init_from_required = False    # fine-tuning configs set it: a run without init_from is an error
     c.init_head_map = ''            # text file of source class indices (e.g. the official map22kto1k.txt)
-    c.eval_only = False
-    c.seed = 0
+    c.eval_only = False             # evaluate init_from (or the workdir's checkpoint) and stop
+    c.seed = 0                      # parameters, data order, augmentation, dropout: all from it
     c.sharding = 'zero1'            # 'replicated', 'zero1' (opt state sharded), 'fsdp': train/sharding.py
     c.aug = base_aug()
     c.optim = base_optim()
