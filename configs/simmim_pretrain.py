@@ -41,8 +41,7 @@ def get_config(arg=None):
     c.optim.lr = 1e-4                         # x 2048 / 512 = 4e-4
     c.optim.warmup_epochs = 10.0
     c.optim.schedule = 'multistep'
-    c.optim.decay_epochs = (700.0,)
-    c.optim.decay_rate = 0.1
+    c.optim.decay_epochs = (700.0,)          # x optim.decay_rate (0.1) from there on
 
     if arg.runlocal:
         config_lib.runlocal(c)

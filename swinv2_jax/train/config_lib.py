@@ -3,7 +3,8 @@
 This module is the one reference for config keys: `configs/*.py` start from `base_config()` and
 change only what their recipe changes, so a key's meaning and default live here and nowhere else.
 Any key can be changed from the command line (`--config.optim.lr=1e-3`); train.py locks the
-config, so a misspelt key is an error. Nothing here imports jax or TensorFlow: configs load fast.
+config, so a misspelt key is an error. Nothing here imports TensorFlow: loading a config never
+starts the input pipeline.
 """
 from __future__ import annotations
 
