@@ -159,11 +159,16 @@ def nbytes(aval) -> int:
 
 
 def model_source_hash() -> str:
-    """sha256 (12 hex digits) of the model file measured: the numbers belong to that version."""
+    """sha256 (12 hex digits) of the model package's sources (swinv2_jax/models/*.py, in name order):
+    the numbers belong to that version of the model."""
+    import glob
     import hashlib
-    from swinv2_jax.models import swin_transformer_v2
-    with open(swin_transformer_v2.__file__, 'rb') as f:
-        return hashlib.sha256(f.read()).hexdigest()[:12]
+    from swinv2_jax import models
+    digest = hashlib.sha256()
+    for path in sorted(glob.glob(os.path.join(os.path.dirname(models.__file__), '*.py'))):
+        with open(path, 'rb') as f:
+            digest.update(os.path.basename(path).encode() + b'\0' + f.read())
+    return digest.hexdigest()[:12]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -823,7 +828,7 @@ def print_targets(targets: Dict[str, Any]) -> None:
 
 def print_tables(result: Dict[str, Any]) -> None:
     print(f'\n# Memory: {result["model"]}, batch {result["batch"]}, {result["device"]}, jax {result["jax"]}, '
-          f'model file sha256 {result["model_source_sha256"]}')
+          f'model sources sha256 {result["model_source_sha256"]}')
     if result['overrides']:
         print(f'overrides: {result["overrides"]}')
     print(f'sequential attention: stages {result["seq_stages"]}, {result["attention_chunk_size"]} windows per step')
