@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import dataclasses
 import glob
 import gzip
 import json
@@ -39,10 +40,10 @@ import re
 import sys
 import tempfile
 import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from throughput import make_train_step, parse_override  # noqa: E402  (the same step as throughput.py)
+from common import cpu_info, make_train_step, override_arg, versions  # noqa: E402  (throughput.py's step)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--trace-dir', default=None,
                    help='keep the trace here (TensorBoard / Perfetto); a temporary folder otherwise')
     p.add_argument('--json-only', action='store_true', help='print only the final JSON line')
-    p.add_argument('--override', action='append', default=[], type=parse_override, metavar='KEY=VALUE',
+    p.add_argument('--override', action='append', default=[], type=override_arg, metavar='KEY=VALUE',
                    help='create_model override, the value read with ast.literal_eval (repeatable)')
     return p
 
@@ -238,21 +239,37 @@ def read_trace(trace_dir: str) -> List[Dict[str, Any]]:
         return json.load(f)['traceEvents']
 
 
-# -- the run ---------------------------------------------------------------------------------------
+# -- measure ---------------------------------------------------------------------------------------
 
 def log(args, text: str) -> None:
     if not args.json_only:
         print(text, flush=True)
 
 
-def main(argv=None) -> int:
+def parse_args(argv=None) -> Tuple[argparse.Namespace, Dict[str, Any]]:
     args = build_parser().parse_args(argv)
     if min(args.batch, args.steps, args.profile_steps, args.top) < 1:
         raise SystemExit('--batch, --steps, --profile-steps and --top must be >= 1')
     overrides = dict(args.override)
     if 'dtype' in overrides:
         raise SystemExit('pass the computation dtype with --dtype, not --override dtype=...')
+    return args, overrides
 
+
+@dataclasses.dataclass
+class Step:
+    """A compiled forward pass or training step, its state, and the compiled module's text parsed."""
+    name: str
+    call: Callable[[Any], Any]        # state -> state, one synchronised call
+    state: Any
+    compiler_options: Dict[str, Any]
+    compile_s: float
+    module: str
+    instructions: Dict[str, Dict[str, Any]]
+    computations: Dict[str, List[Dict[str, Any]]]
+
+
+def compile_step(args, overrides: Dict[str, Any]) -> Step:
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -300,17 +317,28 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     compiled = lowered.compile()
     compile_s = time.perf_counter() - t0
-    instructions, computations = parse_hlo(compiled.as_text())
-    module = compiled.as_text().split('\n', 1)[0].split()[1].rstrip(',')
+    text = compiled.as_text()
+    instructions, computations = parse_hlo(text)
+    module = text.split('\n', 1)[0].split()[1].rstrip(',')
     log(args, f'compiled in {compile_s:.1f} s: module {module}, {len(instructions)} instructions')
+    return Step(name=name, call=call, state=state, compiler_options=compiler_options, compile_s=compile_s,
+                module=module, instructions=instructions, computations=computations)
+
+
+def time_and_trace(step: Step, args) -> Tuple[float, Dict[str, float], str]:
+    """(median wall seconds of --steps untraced calls, self microseconds per op over the
+    --profile-steps traced calls, the trace directory)."""
+    import jax
+    import numpy as np
 
     # jit dispatches to the executable compiled above (same arguments, same options: cache hit)
+    state = step.state
     for _ in range(2):
-        state = call(state)
+        state = step.call(state)
     times = []
     for _ in range(args.steps):
         t0 = time.perf_counter()
-        state = call(state)
+        state = step.call(state)
         times.append(time.perf_counter() - t0)
     step_s = float(np.median(times))
 
@@ -318,55 +346,63 @@ def main(argv=None) -> int:
     jax.profiler.start_trace(trace_dir)
     try:
         for _ in range(args.profile_steps):
-            state = call(state)
+            state = step.call(state)
     finally:
         jax.profiler.stop_trace()
-    selfs = self_times(read_trace(trace_dir), module)
-    unknown = sorted(op for op in selfs if op not in instructions)
+    selfs = self_times(read_trace(trace_dir), step.module)
     if not selfs:
-        raise SystemExit(f'the trace under {trace_dir} has no op events of {module}')
+        raise SystemExit(f'the trace under {trace_dir} has no op events of {step.module}')
+    return step_s, selfs, trace_dir
 
-    n = args.profile_steps
+
+def attribute(step: Step, selfs: Dict[str, float], calls: int, mode: str) -> List[Dict[str, Any]]:
+    """One row per traced op: milliseconds per call, kind, part of the model, pass, shape, source."""
     rows = []
     for op, us in selfs.items():
-        inst = instructions.get(op, {'name': op, 'shape': '?', 'opcode': '?', 'op_name': '', 'calls': [],
-                                     'target': '', 'computation': '?'})
-        kind = op_kind(inst, computations) if op in instructions else 'other'
-        src = source_name(inst, computations, kind)
-        rows.append({'op': op, 'ms': us / n / 1e3, 'kind': kind,
-                     'part': model_part(src), 'pass': op_pass(src, args.mode), 'shape': inst['shape'],
+        inst = step.instructions.get(op, {'name': op, 'shape': '?', 'opcode': '?', 'op_name': '', 'calls': [],
+                                          'target': '', 'computation': '?'})
+        kind = op_kind(inst, step.computations) if op in step.instructions else 'other'
+        src = source_name(inst, step.computations, kind)
+        rows.append({'op': op, 'ms': us / calls / 1e3, 'kind': kind,
+                     'part': model_part(src), 'pass': op_pass(src, mode), 'shape': inst['shape'],
                      'source': re.sub(r'^jit\([^)]*\)/', '', src.split(';')[0])})
+    return rows
+
+
+# -- report ----------------------------------------------------------------------------------------
+
+def totals(rows: List[Dict[str, Any]], key: str) -> Dict[str, float]:
+    """Milliseconds per value of `key` (kind, part or pass), largest first."""
+    acc: Dict[str, float] = collections.Counter()
+    for r in rows:
+        acc[r[key]] += r['ms']
+    return {k: round(v, 3) for k, v in sorted(acc.items(), key=lambda kv: -kv[1])}
+
+
+def print_tables(args, rows, step_s: float, unknown: List[str], trace_dir: str) -> None:
     total = sum(r['ms'] for r in rows)
-
-    def table(key):
-        acc: Dict[str, float] = collections.Counter()
-        for r in rows:
-            acc[r[key]] += r['ms']
-        return {k: round(v, 3) for k, v in sorted(acc.items(), key=lambda kv: -kv[1])}
-
-    by_kind, by_part, by_pass = table('kind'), table('part'), table('pass')
     by_part_kind: Dict[str, Dict[str, float]] = collections.defaultdict(lambda: collections.Counter())
     for r in rows:
         by_part_kind[r['part']][r['kind']] += r['ms']
-
     log(args, f'\nstep {step_s * 1e3:.1f} ms wall (median of {args.steps}, {args.batch / step_s:.2f} img/s); '
-              f'ops {total:.1f} ms per step summed over threads ({len(rows)} ops traced over {n} calls)')
+              f'ops {total:.1f} ms per step summed over threads ({len(rows)} ops traced over '
+              f'{args.profile_steps} calls)')
     coverage = total / (step_s * 1e3)
     if coverage < 0.9:
         log(args, f'note: op events cover {100 * coverage:.0f}% of the wall time. On XLA:CPU some ops run '
                   f'asynchronously (the Eigen matmuls of --xla-options inference) and are timed only until '
                   f'they are dispatched; --xla-options default times every op.')
     log(args, '\nby kind')
-    for k, v in by_kind.items():
+    for k, v in totals(rows, 'kind').items():
         log(args, f'  {k:16s} {v:9.1f} ms {100 * v / total:5.1f}%')
     log(args, '\nby part of the model' + ('' if args.mode == 'forward' else ' (forward + backward)'))
-    for k, v in by_part.items():
+    for k, v in totals(rows, 'part').items():
         kinds = ', '.join(f'{kk} {100 * vv / v:.0f}%' for kk, vv in
                           sorted(by_part_kind[k].items(), key=lambda kv: -kv[1]) if vv >= 0.05 * v)
         log(args, f'  {k:46s} {v:9.1f} ms {100 * v / total:5.1f}%   ({kinds})')
     if args.mode == 'train':
         log(args, '\nby pass')
-        for k, v in by_pass.items():
+        for k, v in totals(rows, 'pass').items():
             log(args, f'  {k:16s} {v:9.1f} ms {100 * v / total:5.1f}%')
     top = sorted(rows, key=lambda r: -r['ms'])[:args.top]
     log(args, f'\ntop {len(top)} ops')
@@ -377,16 +413,32 @@ def main(argv=None) -> int:
         log(args, f'\n{len(unknown)} traced ops not found in the compiled text (counted as other): {unknown[:5]}')
     log(args, f'\ntrace: {trace_dir}')
 
-    print(json.dumps({
-        'model': name, 'mode': args.mode, 'batch': args.batch, 'dtype': args.dtype,
-        'device': jax.devices()[0].device_kind, 'jax': jax.__version__, 'xla_options': compiler_options,
-        'compile_s': round(compile_s, 2), 'step_ms': round(step_s * 1e3, 2),
+
+def build_report(args, step: Step, rows, step_s: float, trace_dir: str) -> Dict[str, Any]:
+    import jax
+    total = sum(r['ms'] for r in rows)
+    top = sorted(rows, key=lambda r: -r['ms'])[:args.top]
+    return {
+        'model': step.name, 'mode': args.mode, 'batch': args.batch, 'dtype': args.dtype,
+        'device': jax.devices()[0].device_kind, 'cpu': cpu_info(), 'jax': jax.__version__,
+        'versions': versions('jax', 'jaxlib', 'flax', 'optax'), 'xla_options': step.compiler_options,
+        'compile_s': round(step.compile_s, 2), 'step_ms': round(step_s * 1e3, 2),
         'images_per_s': round(args.batch / step_s, 3), 'op_ms_per_step': round(total, 3),
-        'op_coverage_of_wall': round(coverage, 3),
-        'by_kind_ms': by_kind, 'by_part_ms': by_part, 'by_pass_ms': by_pass,
+        'op_coverage_of_wall': round(total / (step_s * 1e3), 3),
+        'by_kind_ms': totals(rows, 'kind'), 'by_part_ms': totals(rows, 'part'), 'by_pass_ms': totals(rows, 'pass'),
         'top_ops': [{k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.items()} for r in top],
         'trace_dir': trace_dir,
-    }))
+    }
+
+
+def main(argv=None) -> int:
+    args, overrides = parse_args(argv)
+    step = compile_step(args, overrides)
+    step_s, selfs, trace_dir = time_and_trace(step, args)
+    rows = attribute(step, selfs, args.profile_steps, args.mode)
+    unknown = sorted(op for op in selfs if op not in step.instructions)
+    print_tables(args, rows, step_s, unknown, trace_dir)
+    print(json.dumps(build_report(args, step, rows, step_s, trace_dir)))
     return 0
 
 

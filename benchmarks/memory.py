@@ -27,7 +27,7 @@ is the compute dtype (f32, or bf16 with float32 parameters). For each combinatio
 `--time` also measures the step time of each switch relative to the plain model, the variants timed
 interleaved in one run, on a reduced model (default swinv2_tiny_window8_256 at batch 2).
 
-The rows of issue 7:
+The rows quoted in benchmarks/README.md:
 
     python benchmarks/memory.py                  # swinv2_base_window12to24_192to384, batch 8
     python benchmarks/memory.py --highres        # SwinV2-L 1536x1536 / window 32, batch 1
@@ -35,11 +35,8 @@ The rows of issue 7:
     python benchmarks/memory.py --time --combos none --compile-combos none --no-block  # step time only
     python benchmarks/memory.py --giant          # SwinV2-G 1536/w32, batch 1, zero1 over 64 devices
 
-Costs (2-core CPU; GPU machine: 16 cores, jax 0.11.2): the saved residuals of a combination take a
-few seconds (tracing only); compiling one full training step takes 25-100 s for base-384 (about
-100 s on the GPU machine) and about a minute for SwinV2-L at 1536 (5 GiB of host memory), one
-stage-0 block a few seconds. The default invocation (all 24 residuals, 2 compiled steps, the blocks)
-takes about 2 minutes on the 2-core CPU.
+Tracing the saved residuals is cheap; compiling a full training step of a large model is not
+(benchmarks/README.md gives the costs seen): choose the compiled combinations with --compile-combos.
 
 `--highres` is shorthand for `--model swinv2_large_window12_192 --img-size 1536 --window-size
 (32,32,32,16) --pretrained-window-sizes (12,12,12,6) --override num_classes=1000 --batch 1`: at 1536
@@ -65,8 +62,7 @@ full-seq-bf16,none-seq-bf16 --compile-combos none --no-block --state-devices 64 
 SwinV2-G (3.0B parameters) at the paper's 1536x1536 / window 32 with its switches (remat full,
 sequential attention on stages 0-1, bf16) and ZeRO-1 over 64 GPUs, the paper's claim being that it
 fits a 40 GB A100 (none-seq-bf16, the same without remat, gives one block's recomputation).
-Tracing G's residuals takes a few minutes on 2 CPU cores; compiling its step there was not tried
-(pass --compile-combos to try).
+Its step is not compiled unless --compile-combos names a combination.
 
 A table goes to stdout; the last line printed is one JSON object with every number. Imports only
 jax, flax, optax, numpy and `swinv2_jax` (no TensorFlow).
@@ -74,11 +70,11 @@ jax, flax, optax, numpy and `swinv2_jax` (no TensorFlow).
 from __future__ import annotations
 
 import argparse
-import ast
+import dataclasses
 import fnmatch
 import json
 import math
-import platform
+import os
 import re
 import statistics
 import sys
@@ -87,6 +83,10 @@ import warnings
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import (cpu_info, jax_device_name, literal, log, loss_fn, make_train_step,  # noqa: E402,F401
+                    override_arg, versions)
 
 REMAT = ('none', 'full', 'dots', 'dots_no_batch')
 SEQ = ('noseq', 'seq', 'seqmlp')
@@ -104,9 +104,9 @@ DEFAULT_COMPILE = 'none-noseq-f32,full-noseq-f32'
 DEFAULT_TIME = ('none-noseq-f32,full-noseq-f32,dots-noseq-f32,dots_no_batch-noseq-f32,'
                 'none-seq-f32,none-noseq-bf16,full-seq-bf16')
 SWITCH_KEYS = ('remat_policy', 'sequential_attention', 'sequential_mlp', 'dtype')
-LR, WEIGHT_DECAY = 1e-4, 0.05
 GIB = 2.0 ** 30
-# Targets of issue 7: (name, numerator combo, denominator combo, minimum ratio, the row it is for)
+# What the switches were built to reach: (name, numerator combo, denominator combo, minimum ratio,
+# the row it is set for)
 TARGETS = (
     ('remat_full_cuts_saved_residuals_3x', PLAIN, 'full-noseq-f32', 3.0,
      'swinv2_base_window12to24_192to384, batch 8'),
@@ -123,26 +123,6 @@ CPU_NOTE = ('XLA:CPU does not schedule for memory: on CPU the compiled temporari
 # ----------------------------------------------------------------------------------------------
 # Small helpers
 # ----------------------------------------------------------------------------------------------
-
-def log(msg: str, quiet: bool = False):
-    if not quiet:
-        print(msg, file=sys.stderr, flush=True)
-
-
-def literal(text: str):
-    """A command-line value: a Python literal if it parses as one, else the bare string."""
-    try:
-        return ast.literal_eval(text.strip())
-    except (ValueError, SyntaxError):
-        return text.strip()
-
-
-def parse_override(text: str):
-    if '=' not in text:
-        raise argparse.ArgumentTypeError(f'--override wants KEY=VALUE, got {text!r}')
-    key, value = text.split('=', 1)
-    return key.strip(), literal(value)
-
 
 def select(patterns: str, universe: Sequence[str], what: str) -> List[str]:
     """The names of `universe` matching any of the comma-separated shell patterns, in its order.
@@ -179,27 +159,16 @@ def nbytes(aval) -> int:
 
 
 def model_source_hash() -> str:
-    """sha256 (12 hex digits) of the model file measured: the numbers belong to that version."""
+    """sha256 (12 hex digits) of the model package's sources (swinv2_jax/models/*.py, in name order):
+    the numbers belong to that version of the model."""
+    import glob
     import hashlib
-    from swinv2_jax.models import swin_transformer_v2
-    with open(swin_transformer_v2.__file__, 'rb') as f:
-        return hashlib.sha256(f.read()).hexdigest()[:12]
-
-
-def device_name() -> str:
-    import jax
-    d = jax.devices()[0]
-    kind = getattr(d, 'device_kind', '') or ''
-    if d.platform == 'cpu':
-        try:
-            with open('/proc/cpuinfo') as f:
-                for line in f:
-                    if line.startswith('model name'):
-                        kind = line.split(':', 1)[1].strip()
-                        break
-        except OSError:
-            kind = kind or platform.processor()
-    return f'{d.platform}: {kind}'.strip()
+    from swinv2_jax import models
+    digest = hashlib.sha256()
+    for path in sorted(glob.glob(os.path.join(os.path.dirname(models.__file__), '*.py'))):
+        with open(path, 'rb') as f:
+            digest.update(os.path.basename(path).encode() + b'\0' + f.read())
+    return digest.hexdigest()[:12]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -262,19 +231,6 @@ def abstract_batch(model, batch: int):
             jax.ShapeDtypeStruct((), jnp.uint32))
 
 
-def loss_fn(model):
-    """Cross-entropy of the model in train mode (stochastic depth / dropout from `seed`)."""
-    import jax
-    import jax.numpy as jnp
-    import optax
-
-    def loss(params, x, y, seed):
-        logits = model.apply({'params': params}, x, train=True,
-                             rngs={'dropout': jax.random.PRNGKey(seed)})
-        return optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), y).mean()
-    return loss
-
-
 def residual_report(model, batch: int) -> Dict[str, Any]:
     """Saved-residual bytes of the training loss w.r.t. the parameters, broken down by stage, part
     of the block (attn/mlp/norm) and dtype."""
@@ -330,23 +286,9 @@ def memory_fields(compiled) -> Dict[str, Optional[int]]:
     return out
 
 
-def train_step(model):
-    """Forward, backward and AdamW update; donate argnums 0 (params) and 1 (optimizer state)."""
-    import jax
-    import optax
-    tx = optax.adamw(LR, weight_decay=WEIGHT_DECAY)
-    loss = loss_fn(model)
-
-    def step(params, opt_state, x, y, seed):
-        value, grads = jax.value_and_grad(loss)(params, x, y, seed)
-        updates, opt_state = tx.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, value
-    return step, tx
-
-
 def compiled_step_report(model, batch: int) -> Dict[str, Any]:
     import jax
-    step, tx = train_step(model)
+    tx, step = make_train_step(model)
     params = abstract_params(model)
     opt_state = jax.eval_shape(tx.init, params)
     t0 = time.perf_counter()
@@ -402,7 +344,7 @@ def state_report(model, mode: str, num_devices: int) -> Dict[str, Any]:
                          f'with XLA_FLAGS=--xla_force_host_platform_device_count={num_devices} (this script '
                          f'sets it when JAX has not started yet)')
     mesh = sharding.make_mesh(jax.devices()[:num_devices])
-    _, tx = train_step(model)
+    tx, _ = make_train_step(model)
     params = abstract_params(model)
     state = {'step': jax.ShapeDtypeStruct((), np.int32), 'params': params,
              'opt_state': jax.eval_shape(tx.init, params)}
@@ -475,7 +417,7 @@ def time_report(name: str, overrides: Dict[str, Any], batch: int, combos: List[s
         h, w = model.img_size
         x = jnp.asarray(rng.standard_normal((batch, h, w, model.in_chans)), jnp.float32)
         y = jnp.asarray(rng.integers(0, max(model.num_classes, 1), batch), jnp.int32)
-        step, tx = train_step(model)
+        tx, step = make_train_step(model)
         params = jax.jit(model.init)(jax.random.PRNGKey(0), x[:1])['params']
         opt_state = jax.jit(tx.init)(params)
         t0 = time.perf_counter()
@@ -531,7 +473,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--img-size', type=literal, default=None, help='int or (H, W)')
     p.add_argument('--window-size', type=literal, default=None, help='int, pair, or one per stage')
     p.add_argument('--pretrained-window-sizes', type=literal, default=None, help='int or one per stage')
-    p.add_argument('--override', action='append', default=[], type=parse_override, metavar='KEY=VALUE',
+    p.add_argument('--override', action='append', default=[], type=override_arg, metavar='KEY=VALUE',
                    help='create_model override (ast.literal_eval value), repeatable')
     p.add_argument('--seq-stages', type=literal, default=(0, 1),
                    help='stages of sequential attention in the "seq" combinations (default (0, 1))')
@@ -550,7 +492,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--time', action='store_true', help='also time the switches (reduced model)')
     p.add_argument('--time-model', default='swinv2_tiny_window8_256')
     p.add_argument('--time-batch', type=int, default=2)
-    p.add_argument('--time-override', action='append', default=[], type=parse_override, metavar='KEY=VALUE')
+    p.add_argument('--time-override', action='append', default=[], type=override_arg, metavar='KEY=VALUE')
     p.add_argument('--time-combos', default=DEFAULT_TIME, help=f'default {DEFAULT_TIME}')
     p.add_argument('--rounds', type=int, default=7, help='interleaved timing rounds')
     p.add_argument('--iters', type=int, default=2, help='steps per combination per round')
@@ -584,9 +526,8 @@ def model_overrides(args) -> Tuple[str, int, Dict[str, Any]]:
     return name, batch, ov
 
 
-def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    quiet = args.json_only
+def resolve_args(args) -> None:
+    """Fill in --giant's defaults and the combination defaults; give JAX the fake devices of (d)."""
     if args.giant:
         for key in ('combos', 'compile_combos', 'state_devices', 'sharding'):
             if getattr(args, key) is None:
@@ -601,28 +542,46 @@ def main(argv=None) -> int:
         if args.state_devices < 1:
             raise SystemExit('--state-devices must be >= 1')
         # fake CPU devices for the mesh: effective unless JAX has started already (state_report checks)
-        import os
         flags = re.sub(r'--xla_force_host_platform_device_count=\d+', '', os.environ.get('XLA_FLAGS', ''))
         os.environ['XLA_FLAGS'] = f'{flags} --xla_force_host_platform_device_count={args.state_devices}'.strip()
-    warnings.filterwarnings('ignore', message='.*donated buffers were not usable.*')
-    warnings.filterwarnings('ignore', message='.*Some donated buffers were not usable.*')
-
-    import jax
-    from swinv2_jax import create_model
-    from swinv2_jax.models.registry import model_fields, resolve_name
-
-    name, batch, overrides = model_overrides(args)
-    seq_stages = tuple(args.seq_stages) if isinstance(args.seq_stages, (tuple, list)) else (int(args.seq_stages),)
-    res_combos = select(args.combos, COMBOS, '--combos')
-    comp_combos = select(args.compile_combos, COMBOS, '--compile-combos')
-    time_combos = select(args.time_combos, COMBOS, '--time-combos') if args.time else []
     if args.time and (min(args.rounds, args.iters, args.time_batch) < 1):
         raise SystemExit('--rounds, --iters and --time-batch must be >= 1')
 
+
+@dataclasses.dataclass
+class Row:
+    """One measured row: the model, its batch and overrides, and the result being filled in."""
+    name: str
+    batch: int
+    overrides: Dict[str, Any]
+    seq_stages: Tuple[int, ...]
+    plain: Any                       # the model without switches
+    result: Dict[str, Any]
+    quiet: bool
+    json_out: Optional[str]
+
+    def model(self, combo: str):
+        from swinv2_jax import create_model
+        return create_model(self.name, **{**self.overrides, **combo_switches(combo, self.seq_stages)})
+
+    def save_partial(self) -> None:
+        """A run cut short (a time limit) still leaves what it measured."""
+        if self.json_out:
+            with open(self.json_out, 'w') as f:
+                f.write(json.dumps(dict(self.result, partial=True), default=str) + '\n')
+
+
+def start_row(args) -> Row:
+    import jax
+    from swinv2_jax import create_model
+    from swinv2_jax.models.registry import model_fields
+
+    name, batch, overrides = model_overrides(args)
+    seq_stages = tuple(args.seq_stages) if isinstance(args.seq_stages, (tuple, list)) else (int(args.seq_stages),)
     plain = create_model(name, **overrides)  # validates the configuration before any work
-    backend = jax.default_backend()
     result: Dict[str, Any] = dict(
-        benchmark='memory', backend=backend, device=device_name(), jax=jax.__version__,
+        benchmark='memory', backend=jax.default_backend(), device=jax_device_name(), jax=jax.__version__,
+        cpu=cpu_info(), versions=versions('jax', 'jaxlib', 'flax', 'optax'),
         model_source_sha256=model_source_hash(),
         model=name, batch=batch, overrides={k: str(v) for k, v in overrides.items()},
         seq_stages=list(seq_stages), attention_chunk_size=plain.attention_chunk_size,
@@ -630,82 +589,77 @@ def main(argv=None) -> int:
         config={k: v for k, v in model_fields(plain).items() if k not in SWITCH_KEYS},
         units='bytes', residuals={}, compiled={}, block={}, state=None, fit={}, timing=None, targets={},
         notes=[])
-    t_start = time.perf_counter()
-    log(f'{name} batch {batch} on {result["device"]} (jax {jax.__version__})', quiet)
+    log(f'{name} batch {batch} on {result["device"]} (jax {jax.__version__})', args.json_only)
+    return Row(name=name, batch=batch, overrides=overrides, seq_stages=seq_stages, plain=plain, result=result,
+               quiet=args.json_only, json_out=args.json_out)
 
-    def save_partial():  # a run cut short (a time limit) still leaves what it measured
-        if args.json_out:
-            with open(args.json_out, 'w') as f:
-                f.write(json.dumps(dict(result, partial=True), default=str) + '\n')
 
-    # (a) saved residuals ------------------------------------------------------------------------
-    for combo in res_combos:
-        model = create_model(name, **{**overrides, **combo_switches(combo, seq_stages)})
-        result['residuals'][combo] = residual_report(model, batch)
-        log(f'  residuals {combo}: {gib(result["residuals"][combo]["bytes"])} GiB '
-            f'({result["residuals"][combo]["seconds"]:.1f} s)', quiet)
-        save_partial()
+def measure_residuals(row: Row, combos: List[str]) -> None:
+    """(a) the saved residuals of each combination."""
+    for combo in combos:
+        r = row.result['residuals'][combo] = residual_report(row.model(combo), row.batch)
+        log(f'  residuals {combo}: {gib(r["bytes"])} GiB ({r["seconds"]:.1f} s)', row.quiet)
+        row.save_partial()
 
-    # (b) compiled full training step --------------------------------------------------------------
-    for combo in comp_combos:
-        model = create_model(name, **{**overrides, **combo_switches(combo, seq_stages)})
+
+def measure_compiled(row: Row, combos: List[str]) -> None:
+    """(b) the compiled full training step of each combination."""
+    for combo in combos:
         try:
-            result['compiled'][combo] = compiled_step_report(model, batch)
+            c = compiled_step_report(row.model(combo), row.batch)
         except Exception as exc:  # noqa: BLE001 - e.g. out of host memory while compiling: report it
-            result['compiled'][combo] = dict(error=f'{type(exc).__name__}: {str(exc)[:400]}')
-        c = result['compiled'][combo]
+            c = dict(error=f'{type(exc).__name__}: {str(exc)[:400]}')
+        row.result['compiled'][combo] = c
         log(f'  compiled {combo}: total {gib(c.get("total"))} GiB, temp {gib(c.get("temp"))} GiB '
-            f'(compile {c.get("compile_seconds", "-")} s)', quiet)
-        save_partial()
+            f'(compile {c.get("compile_seconds", "-")} s)', row.quiet)
+        row.save_partial()
 
-    # (c) one stage-0 block, sequential attention off / on ----------------------------------------
-    if not args.no_block:
-        chunk, mlp_chunk = plain.attention_chunk_size, plain.mlp_chunk_tokens
-        for shifted in (False, True):
-            key = 'shifted' if shifted else 'unshifted'
-            entry = {}
-            # off; sequential attention (the issue's 'on'); sequential attention and MLP
-            for label, ch, mch in (('off', 0, 0), ('on', chunk, 0), ('on_mlp', chunk, mlp_chunk)):
-                try:
-                    entry[label] = block_step_report(plain, batch, shifted, ch, mch)
-                except Exception as exc:  # noqa: BLE001
-                    entry[label] = dict(error=f'{type(exc).__name__}: {str(exc)[:400]}')
-            entry['temp_ratio'] = ratio(entry['off'].get('temp'), entry['on'].get('temp'))
-            entry['temp_ratio_mlp'] = ratio(entry['off'].get('temp'), entry['on_mlp'].get('temp'))
-            result['block'][key] = entry
-            if entry['off'].get('shift') == [0, 0] and shifted:
-                result['block'][key]['note'] = 'the window covers the stage-0 map: no shift'
-            log(f'  block ({key}) temps: off {gib(entry["off"].get("temp"))} GiB, seq attention '
-                f'{gib(entry["on"].get("temp"))} GiB, + seq MLP {gib(entry["on_mlp"].get("temp"))} GiB', quiet)
-            save_partial()
 
-    # (d) the training state per device under a sharding mode -------------------------------------
-    if args.state_devices is not None:
-        result['state'] = state_report(plain, args.sharding, args.state_devices)
-        st = result['state']
-        log(f'  state over {st["devices"]} devices ({st["mode"]}): params {gib(st["params_bytes_per_device"])}, '
-            f'opt {gib(st["opt_state_bytes_per_device"])} GiB per device', quiet)
-        result['fit'] = fit_report(st, result['residuals'], plain.depths)
-        save_partial()
+def measure_blocks(row: Row) -> None:
+    """(c) one stage-0 block, unshifted and shifted: sequential attention off, on, on with the MLP."""
+    chunk, mlp_chunk = row.plain.attention_chunk_size, row.plain.mlp_chunk_tokens
+    for shifted in (False, True):
+        key = 'shifted' if shifted else 'unshifted'
+        entry = {}
+        for label, ch, mch in (('off', 0, 0), ('on', chunk, 0), ('on_mlp', chunk, mlp_chunk)):
+            try:
+                entry[label] = block_step_report(row.plain, row.batch, shifted, ch, mch)
+            except Exception as exc:  # noqa: BLE001
+                entry[label] = dict(error=f'{type(exc).__name__}: {str(exc)[:400]}')
+        entry['temp_ratio'] = ratio(entry['off'].get('temp'), entry['on'].get('temp'))
+        entry['temp_ratio_mlp'] = ratio(entry['off'].get('temp'), entry['on_mlp'].get('temp'))
+        row.result['block'][key] = entry
+        if entry['off'].get('shift') == [0, 0] and shifted:
+            entry['note'] = 'the window covers the stage-0 map: no shift'
+        log(f'  block ({key}) temps: off {gib(entry["off"].get("temp"))} GiB, seq attention '
+            f'{gib(entry["on"].get("temp"))} GiB, + seq MLP {gib(entry["on_mlp"].get("temp"))} GiB', row.quiet)
+        row.save_partial()
 
-    # timing -------------------------------------------------------------------------------------
-    if args.time:
-        tov = dict(args.time_override)
-        result['timing'] = time_report(args.time_model, tov, args.time_batch, time_combos, seq_stages,
-                                       args.rounds, args.iters, quiet)
 
-    # targets ------------------------------------------------------------------------------------
-    res = result['residuals']
+def measure_state(row: Row, mode: str, devices: int) -> None:
+    """(d) the training state per device under a sharding mode, and what fits a 40 GB A100."""
+    st = row.result['state'] = state_report(row.plain, mode, devices)
+    log(f'  state over {st["devices"]} devices ({st["mode"]}): params {gib(st["params_bytes_per_device"])}, '
+        f'opt {gib(st["opt_state_bytes_per_device"])} GiB per device', row.quiet)
+    row.result['fit'] = fit_report(st, row.result['residuals'], row.plain.depths)
+    row.save_partial()
+
+
+def targets_report(row: Row) -> Dict[str, Any]:
+    """Each target's measured ratio, whether it is met, and whether it is set for this row."""
+    from swinv2_jax.models.registry import resolve_name
+    res, plain, seq_stages = row.result['residuals'], row.plain, row.seq_stages
     max_window = max(max(w) for w in plain.window_size[:max(seq_stages) + 1]) if seq_stages else 0
-    high_res = max_window >= 32  # the issue sets the sequential-attention targets at window 32
-    applies = {'remat_full_cuts_saved_residuals_3x': resolve_name(name) == DEFAULT_MODEL,
+    high_res = max_window >= 32  # the sequential-attention targets are set at window 32
+    applies = {'remat_full_cuts_saved_residuals_3x': resolve_name(row.name) == DEFAULT_MODEL,
                'sequential_cuts_saved_residuals_2x': high_res, 'bf16_halves_saved_residuals': True}
-    for tname, num, den, minimum, row in TARGETS:
+    targets: Dict[str, Any] = {}
+    for tname, num, den, minimum, target_row in TARGETS:
         r = ratio(res.get(num, {}).get('bytes'), res.get(den, {}).get('bytes'))
-        result['targets'][tname] = dict(ratio=r, minimum=minimum, passed=None if r is None else r >= minimum,
-                                        applies_to_this_row=applies[tname],
-                                        numerator=num, denominator=den, target_row=row)
-    seq_t = result['targets']['sequential_cuts_saved_residuals_2x']
+        targets[tname] = dict(ratio=r, minimum=minimum, passed=None if r is None else r >= minimum,
+                              applies_to_this_row=applies[tname],
+                              numerator=num, denominator=den, target_row=target_row)
+    seq_t = targets['sequential_cuts_saved_residuals_2x']
     seq_t['max_window_in_seq_stages'] = max_window
     if PLAIN in res and 'none-seq-f32' in res:
         # what sequential attention can reach at most: the stages it is not on keep their residuals
@@ -716,23 +670,49 @@ def main(argv=None) -> int:
         seq_t['upper_bound_ratio'] = ratio(plain_b, plain_b - in_stages(res[PLAIN]))
         if 'none-seqmlp-f32' in res:
             seq_t['with_sequential_mlp_ratio'] = ratio(plain_b, res['none-seqmlp-f32']['bytes'])
-    blk = result['block'].get('unshifted')
+    blk = row.result['block'].get('unshifted')
     r = blk and blk.get('temp_ratio')
-    result['targets']['sequential_cuts_block_temps_4x'] = dict(
+    targets['sequential_cuts_block_temps_4x'] = dict(
         ratio=r, minimum=4.0, passed=None if r is None else r >= 4.0,
         applies_to_this_row=high_res,
         numerator='stage-0 unshifted block, sequential off', denominator='... on',
         target_row='high resolution, window 32',
-        shifted_ratio=result['block'].get('shifted', {}).get('temp_ratio'),
+        shifted_ratio=row.result['block'].get('shifted', {}).get('temp_ratio'),
         with_sequential_mlp_ratio=blk and blk.get('temp_ratio_mlp'))
-    if backend == 'cpu' and (result['compiled'] or result['block']):
+    return targets
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    resolve_args(args)
+    warnings.filterwarnings('ignore', message='.*donated buffers were not usable.*')
+    warnings.filterwarnings('ignore', message='.*Some donated buffers were not usable.*')
+
+    res_combos = select(args.combos, COMBOS, '--combos')
+    comp_combos = select(args.compile_combos, COMBOS, '--compile-combos')
+    time_combos = select(args.time_combos, COMBOS, '--time-combos') if args.time else []
+
+    row = start_row(args)
+    t_start = time.perf_counter()
+    measure_residuals(row, res_combos)
+    measure_compiled(row, comp_combos)
+    if not args.no_block:
+        measure_blocks(row)
+    if args.state_devices is not None:
+        measure_state(row, args.sharding, args.state_devices)
+    if args.time:
+        row.result['timing'] = time_report(args.time_model, dict(args.time_override), args.time_batch,
+                                           time_combos, row.seq_stages, args.rounds, args.iters, row.quiet)
+    result = row.result
+    result['targets'] = targets_report(row)
+    if result['backend'] == 'cpu' and (result['compiled'] or result['block']):
         result['notes'].append(CPU_NOTE)
     result['notes'].append('saved residuals exclude the parameters and images (inputs of the loss) and '
                            'constants; bf16 keeps the attention core (normalisation, logits, softmax) and '
                            'the LayerNorm statistics in float32, so its residuals are not exactly half.')
     result['seconds'] = round(time.perf_counter() - t_start, 1)
 
-    if not quiet:
+    if not row.quiet:
         print_tables(result)
     line = json.dumps(result, default=lambda o: o if not isinstance(o, np.generic) else o.item())
     if args.json_out:
@@ -742,88 +722,94 @@ def main(argv=None) -> int:
     return 0
 
 
-def print_tables(result: Dict[str, Any]):
-    p = print
-    p(f'\n# Memory: {result["model"]}, batch {result["batch"]}, {result["device"]}, jax {result["jax"]}, '
-      f'model file sha256 {result["model_source_sha256"]}')
-    if result['overrides']:
-        p(f'overrides: {result["overrides"]}')
-    p(f'sequential attention: stages {result["seq_stages"]}, {result["attention_chunk_size"]} windows per step')
+# ----------------------------------------------------------------------------------------------
+# Report
+# ----------------------------------------------------------------------------------------------
+
+def print_residuals(result: Dict[str, Any]) -> None:
     res = result['residuals']
-    if res:
-        base = res.get(PLAIN, {}).get('bytes')
-        p('\n(a) saved residuals between forward and backward (GiB; params, images and constants not counted)')
-        p('| combination | saved GiB | plain / this | attention GiB | float32 GiB | param casts GiB | per stage GiB |')
-        p('|---|---:|---:|---:|---:|---:|---|')
-        for combo, r in res.items():
-            st = ', '.join(f'{k} {v / GIB:.2f}' for k, v in r['by_stage'].items())
-            rr = ratio(base, r['bytes'])
-            p(f'| {combo} | {gib(r["bytes"])} | {"-" if rr is None else f"{rr:.2f}x"} | '
+    base = res.get(PLAIN, {}).get('bytes')
+    print('\n(a) saved residuals between forward and backward (GiB; params, images and constants not counted)')
+    print('| combination | saved GiB | plain / this | attention GiB | float32 GiB | param casts GiB | per stage GiB |')
+    print('|---|---:|---:|---:|---:|---:|---|')
+    for combo, r in res.items():
+        st = ', '.join(f'{k} {v / GIB:.2f}' for k, v in r['by_stage'].items())
+        rr = ratio(base, r['bytes'])
+        print(f'| {combo} | {gib(r["bytes"])} | {"-" if rr is None else f"{rr:.2f}x"} | '
               f'{gib(r["by_part"].get("attn", 0))} | {gib(r["by_dtype"].get("float32", 0))} | '
               f'{gib(r["argument_cast_bytes"])} | {st} |')
-    comp = result['compiled']
-    if comp:
-        p('\n(b) compiled full training step (forward, backward, AdamW; params and opt state donated), GiB')
-        if result['backend'] == 'cpu':
-            p(f'NOTE (CPU): {CPU_NOTE}')
-        p('| combination | arguments | outputs | temporaries | aliased | total (arg+out+temp-alias) | compile s |')
-        p('|---|---:|---:|---:|---:|---:|---:|')
-        for combo, c in comp.items():
-            if 'error' in c:
-                p(f'| {combo} | error: {c["error"][:120]} |||||')
-                continue
-            p(f'| {combo} | {gib(c["argument"])} | {gib(c["output"])} | {gib(c["temp"])} | {gib(c["alias"])} | '
+
+
+def print_compiled(result: Dict[str, Any]) -> None:
+    print('\n(b) compiled full training step (forward, backward, AdamW; params and opt state donated), GiB')
+    if result['backend'] == 'cpu':
+        print(f'NOTE (CPU): {CPU_NOTE}')
+    print('| combination | arguments | outputs | temporaries | aliased | total (arg+out+temp-alias) | compile s |')
+    print('|---|---:|---:|---:|---:|---:|---:|')
+    for combo, c in result['compiled'].items():
+        if 'error' in c:
+            print(f'| {combo} | error: {c["error"][:120]} |||||')
+            continue
+        print(f'| {combo} | {gib(c["argument"])} | {gib(c["output"])} | {gib(c["temp"])} | {gib(c["alias"])} | '
               f'{gib(c.get("total"))} | {c["compile_seconds"]:.0f} |')
-    blk = result['block']
-    if blk:
-        p('\n(c) one stage-0 block, forward + backward: compiled temporaries, sequential attention off / '
+
+
+def print_blocks(result: Dict[str, Any]) -> None:
+    print('\n(c) one stage-0 block, forward + backward: compiled temporaries, sequential attention off / '
           'on / on with the sequential MLP')
-        if result['backend'] == 'cpu':
-            p('NOTE (CPU): compiled figures from XLA:CPU (see above).')
-        p('| block | windows x tokens, heads | chunk (windows; MLP tokens) | temp off GiB | seq attention GiB '
+    if result['backend'] == 'cpu':
+        print('NOTE (CPU): compiled figures from XLA:CPU (see above).')
+    print('| block | windows x tokens, heads | chunk (windows; MLP tokens) | temp off GiB | seq attention GiB '
           '| off / seq | + seq MLP GiB | off / both |')
-        p('|---|---|---:|---:|---:|---:|---:|---:|')
-        for key, e in blk.items():
-            off, on, both = e['off'], e['on'], e['on_mlp']
-            err = off.get('error') or on.get('error') or both.get('error')
-            if err:
-                p(f'| {key} | error: {err[:120]} |||||||')
-                continue
-            p(f'| {key} | {off["windows"]} x {off["tokens_per_window"]}, {off["heads"]} | {on["chunk"]}; '
+    print('|---|---|---:|---:|---:|---:|---:|---:|')
+    for key, e in result['block'].items():
+        off, on, both = e['off'], e['on'], e['on_mlp']
+        err = off.get('error') or on.get('error') or both.get('error')
+        if err:
+            print(f'| {key} | error: {err[:120]} |||||||')
+            continue
+        print(f'| {key} | {off["windows"]} x {off["tokens_per_window"]}, {off["heads"]} | {on["chunk"]}; '
               f'{both["mlp_chunk"]} | {gib(off["temp"])} | {gib(on["temp"])} | {e["temp_ratio"]:.2f}x | '
               f'{gib(both["temp"])} | {e["temp_ratio_mlp"]:.2f}x |')
-    st = result.get('state')
-    if st:
-        p(f'\n(d) training state per device: {st["num_params"] / 1e9:.3f}B parameters laid out {st["mode"]} over '
+
+
+def print_state(result: Dict[str, Any]) -> None:
+    st = result['state']
+    print(f'\n(d) training state per device: {st["num_params"] / 1e9:.3f}B parameters laid out {st["mode"]} over '
           f'{st["devices"]} devices by swinv2_jax/train/sharding.py ({st["opt_state_sharded_leaves"]} of '
           f'{st["opt_state_leaves"]} optimizer leaves sharded), GiB; {st["how"]}')
-        p('| params (f32) | grads (f32) | AdamW mu+nu (f32) | AdamW unsharded |')
-        p('|---:|---:|---:|---:|')
-        p(f'| {gib(st["params_bytes_per_device"])} | {gib(st["grads_bytes_per_device"])} | '
+    print('| params (f32) | grads (f32) | AdamW mu+nu (f32) | AdamW unsharded |')
+    print('|---:|---:|---:|---:|')
+    print(f'| {gib(st["params_bytes_per_device"])} | {gib(st["grads_bytes_per_device"])} | '
           f'{gib(st["opt_state_bytes_per_device"])} | {gib(st["opt_state_bytes"])} |')
-        if result['fit']:
-            p('| combination | state | saved residuals | constants | one block recomputed | total | fits a 40 GB A100 |')
-            p('|---|---:|---:|---:|---:|---:|---|')
-            for combo, f in result['fit'].items():
-                blk = (f'{gib(f["recompute_block_bytes"])} ({f["recompute_block"]})' if f['recompute_block']
-                       else f['recompute_block_note'] or '-')
-                p(f'| {combo} | {gib(f["state_bytes"])} | {gib(f["saved_residual_bytes"])} | '
-                  f'{gib(f["constant_bytes"])} | {blk} | '
-                  f'{gib(f["total_bytes"])} | {"yes" if f["fits_a100_40gb"] else "no"} |')
-            p('(computed, not compiled: XLA temporaries beyond one block, workspace and the CUDA context '
-              'are not included)')
-    tm = result['timing']
-    if tm:
-        p(f'\nstep time, {tm["model"]} batch {tm["batch"]} {tm["overrides"] or ""}: '
+    if not result['fit']:
+        return
+    print('| combination | state | saved residuals | constants | one block recomputed | total | fits a 40 GB A100 |')
+    print('|---|---:|---:|---:|---:|---:|---|')
+    for combo, f in result['fit'].items():
+        blk = (f'{gib(f["recompute_block_bytes"])} ({f["recompute_block"]})' if f['recompute_block']
+               else f['recompute_block_note'] or '-')
+        print(f'| {combo} | {gib(f["state_bytes"])} | {gib(f["saved_residual_bytes"])} | '
+              f'{gib(f["constant_bytes"])} | {blk} | '
+              f'{gib(f["total_bytes"])} | {"yes" if f["fits_a100_40gb"] else "no"} |')
+    print('(computed, not compiled: XLA temporaries beyond one block, workspace and the CUDA context '
+          'are not included)')
+
+
+def print_timing(tm: Dict[str, Any]) -> None:
+    print(f'\nstep time, {tm["model"]} batch {tm["batch"]} {tm["overrides"] or ""}: '
           f'{tm["rounds"]} interleaved rounds x {tm["iters"]} steps')
-        p('| combination | s / step (median) | relative to plain: median of rounds [min, max] | fastest / fastest |')
-        p('|---|---:|---|---:|')
-        for c, s in tm['seconds_per_step'].items():
-            lo, hi = tm['relative_min_max'][c]
-            p(f'| {c} | {s:.4f} | {tm["relative_to_plain"][c]:.2f}x [{lo:.2f}, {hi:.2f}] | '
+    print('| combination | s / step (median) | relative to plain: median of rounds [min, max] | fastest / fastest |')
+    print('|---|---:|---|---:|')
+    for c, s in tm['seconds_per_step'].items():
+        lo, hi = tm['relative_min_max'][c]
+        print(f'| {c} | {s:.4f} | {tm["relative_to_plain"][c]:.2f}x [{lo:.2f}, {hi:.2f}] | '
               f'{tm["relative_fastest"][c]:.2f}x |')
-    p('\ntargets (issue 7)')
-    for tname, t in result['targets'].items():
+
+
+def print_targets(targets: Dict[str, Any]) -> None:
+    print('\ntargets')
+    for tname, t in targets.items():
         if t['passed'] is None:
             verdict = 'not measured'
         elif not t['applies_to_this_row']:
@@ -831,19 +817,35 @@ def print_tables(result: Dict[str, Any]):
         else:
             verdict = 'PASS' if t['passed'] else 'FAIL'
         rr = '-' if t['ratio'] is None else f'{t["ratio"]:.2f}x'
-        p(f'  {tname}: {rr} (>= {t["minimum"]}x) {verdict}   [target set for: {t["target_row"]}]')
-        extra = []
+        print(f'  {tname}: {rr} (>= {t["minimum"]}x) {verdict}   [target set for: {t["target_row"]}]')
         if t.get('seq_stages_only_ratio'):
-            extra.append(f'within the sequential stages {t["seq_stages_only_ratio"]:.2f}x; the most any '
-                         f'sequential form of those stages can reach overall (their residuals all gone): '
-                         f'{t["upper_bound_ratio"]:.2f}x')
+            print(f'      within the sequential stages {t["seq_stages_only_ratio"]:.2f}x; the most any '
+                  f'sequential form of those stages can reach overall (their residuals all gone): '
+                  f'{t["upper_bound_ratio"]:.2f}x')
         if t.get('with_sequential_mlp_ratio'):
-            extra.append(f'with the sequential MLP on the same stages: {t["with_sequential_mlp_ratio"]:.2f}x')
-        for line in extra:
-            p(f'      {line}')
+            print(f'      with the sequential MLP on the same stages: {t["with_sequential_mlp_ratio"]:.2f}x')
+
+
+def print_tables(result: Dict[str, Any]) -> None:
+    print(f'\n# Memory: {result["model"]}, batch {result["batch"]}, {result["device"]}, jax {result["jax"]}, '
+          f'model sources sha256 {result["model_source_sha256"]}')
+    if result['overrides']:
+        print(f'overrides: {result["overrides"]}')
+    print(f'sequential attention: stages {result["seq_stages"]}, {result["attention_chunk_size"]} windows per step')
+    if result['residuals']:
+        print_residuals(result)
+    if result['compiled']:
+        print_compiled(result)
+    if result['block']:
+        print_blocks(result)
+    if result.get('state'):
+        print_state(result)
+    if result['timing']:
+        print_timing(result['timing'])
+    print_targets(result['targets'])
     for n in result['notes']:
-        p(f'note: {n}')
-    p(f'({result["seconds"]:.0f} s)')
+        print(f'note: {n}')
+    print(f'({result["seconds"]:.0f} s)')
 
 
 if __name__ == '__main__':

@@ -5,7 +5,7 @@ One process measures, for each mode (`forward`, `train`):
 
 * jax           -- this project: forward = jitted `model.apply(variables, x)`; train = one jitted step
                    (forward + cross-entropy + backward + optax.adamw update, params and optimizer
-                   state donated);
+                   state donated; common.make_train_step);
 * timm_eager    -- `timm.create_model(name, pretrained=False, drop_path_rate=0)`: forward in eval
                    mode under `torch.inference_mode()`; train = forward + F.cross_entropy + backward +
                    torch.optim.AdamW step in train mode;
@@ -29,19 +29,22 @@ torch/timm and `swinv2_jax` (no TensorFlow). See benchmarks/README.md.
 from __future__ import annotations
 
 import argparse
-import ast
+import dataclasses
 import gc
 import json
 import os
-import platform
 import statistics
 import sys
 import time
 import traceback
 import warnings
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import (LR, WEIGHT_DECAY, cpu_info, cpu_name, jsonable, log, make_train_step,  # noqa: E402
+                    override_arg, short_error, summary, timed, versions)
 
 CONTENDERS = ('jax', 'timm_eager', 'timm_compile')
 MODES = ('forward', 'train')
@@ -54,64 +57,11 @@ TIMM_KEYS = {
     'drop_rate': 'proj_drop_rate',  # ours drops inside the blocks; timm's drop_rate is the head's
 }
 JAX_ONLY_KEYS = ('dtype', 'param_dtype')
-LR, WEIGHT_DECAY = 1e-4, 0.05  # the same AdamW on both sides
 
 
 # ----------------------------------------------------------------------------------------------
-# Small helpers
+# FLOPs
 # ----------------------------------------------------------------------------------------------
-
-def make_train_step(model):
-    """(optimizer, step) of the benchmarked training step, shared with hlo_profile.py: forward in
-    train mode, cross-entropy, backward, AdamW update. `step(params, opt_state, x, y)` returns
-    (params, opt_state, loss); initialise the state with `optimizer.init(params)`."""
-    import jax
-    import jax.numpy as jnp
-    import optax
-
-    tx = optax.adamw(LR, weight_decay=WEIGHT_DECAY)
-
-    def loss_fn(params, x, y):
-        logits = model.apply({'params': params}, x, train=True, rngs={'dropout': jax.random.PRNGKey(0)})
-        return optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), y).mean()
-
-    def train_step(params, opt_state, x, y):
-        loss, grads = jax.value_and_grad(loss_fn)(params, x, y)
-        updates, opt_state = tx.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, loss
-
-    return tx, train_step
-
-
-class Log:
-    quiet = False
-
-    @classmethod
-    def info(cls, msg: str):
-        if not cls.quiet:
-            print(msg, file=sys.stderr, flush=True)
-
-
-def parse_override(text: str):
-    if '=' not in text:
-        raise argparse.ArgumentTypeError(f'--override wants KEY=VALUE, got {text!r}')
-    key, value = text.split('=', 1)
-    key = key.strip()
-    try:
-        parsed = ast.literal_eval(value.strip())
-    except (ValueError, SyntaxError):
-        parsed = value.strip()  # a bare word, e.g. dtype=bfloat16
-    return key, parsed
-
-
-def summary(values: List[float]) -> Dict[str, float]:
-    return {'median': statistics.median(values), 'min': min(values), 'max': max(values)}
-
-
-def short_error(exc: BaseException, limit: int = 600) -> str:
-    text = f'{type(exc).__name__}: {exc}'.strip().replace('\n', ' | ')
-    return text if len(text) <= limit else text[:limit] + ' ...'
-
 
 def cost_flops(compiled) -> Optional[float]:
     """FLOPs from an XLA cost analysis: a dict on new jax, a list of dicts on some older ones."""
@@ -169,29 +119,8 @@ def jaxpr_matmul_flops(closed_jaxpr) -> float:
     return count(closed_jaxpr.jaxpr)
 
 
-def cpu_name() -> str:
-    try:
-        with open('/proc/cpuinfo') as f:
-            for line in f:
-                if line.startswith('model name'):
-                    return line.split(':', 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def timed(fn: Callable[[], Any], sync: Callable[[Any], None], iters: int) -> float:
-    """Seconds for `iters` back-to-back calls, synchronised once at the end."""
-    t0 = time.perf_counter()
-    out = None
-    for _ in range(iters):
-        out = fn()
-    sync(out)
-    return time.perf_counter() - t0
-
-
 # ----------------------------------------------------------------------------------------------
-# Main
+# Command line
 # ----------------------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
@@ -215,15 +144,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--torch-threads', type=int, default=None,
                    help='torch CPU threads (default: os.cpu_count()); JAX uses all cores')
     p.add_argument('--json-only', action='store_true', help='print only the final JSON line')
-    p.add_argument('--override', action='append', default=[], type=parse_override, metavar='KEY=VALUE',
+    p.add_argument('--override', action='append', default=[], type=override_arg, metavar='KEY=VALUE',
                    help='create_model override (value via ast.literal_eval), applied to both sides; '
                         'repeatable, e.g. --override embed_dim=32 --override "depths=(1,1,1,1)"')
     return p
 
 
-def main(argv=None) -> int:
+def parse_args(argv=None) -> Tuple[argparse.Namespace, List[str], Dict[str, Any]]:
+    """(args, modes, overrides), or SystemExit naming what is wrong."""
     args = build_parser().parse_args(argv)
-    Log.quiet = args.json_only
     modes = [m.strip() for m in args.modes.split(',') if m.strip()]
     bad = [m for m in modes if m not in MODES]
     if bad or not modes:
@@ -233,203 +162,283 @@ def main(argv=None) -> int:
     overrides = dict(args.override)
     if 'dtype' in overrides:
         raise SystemExit('pass the computation dtype with --dtype, not --override dtype=...')
+    return args, modes, overrides
 
+
+def set_environment() -> None:
+    """Process settings that must precede importing torch and starting JAX (yours win if set)."""
     warnings.filterwarnings('ignore', message='.*donated buffers were not usable.*')
     # libgomp reads this when torch loads it. Its default (ACTIVE) keeps torch's idle OpenMP threads
-    # spinning after each parallel region: in one process with XLA's thread pool, and on a shared
-    # machine, they steal the cores the other contender is timed on (seen: timm 5-10x slower on a
-    # loaded 2-core box). Set OMP_WAIT_POLICY yourself to override.
+    # spinning after each parallel region, stealing the cores the other contender is timed on.
     os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
     # On a GPU JAX would otherwise take 75% of its memory up front and leave torch the rest.
     os.environ.setdefault('XLA_PYTHON_CLIENT_PREALLOCATE', 'false')
 
+
+# ----------------------------------------------------------------------------------------------
+# Measure
+# ----------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class Run:
+    """What the measuring stages share, filled in stage by stage (devices, models, compiled JAX)."""
+    args: argparse.Namespace
+    modes: List[str]
+    overrides: Dict[str, Any]
+    # devices
+    jax_backend: str = ''
+    on_gpu: bool = False
+    tdev: Any = None
+    device_name: str = ''
+    torch_device_name: str = ''
+    bf16: bool = False
+    # models and inputs
+    name: str = ''
+    model: Any = None
+    jax_overrides: Dict[str, Any] = dataclasses.field(default_factory=dict)
+    variables: Any = None
+    n_params: int = 0
+    x_jax: Any = None
+    y_jax: Any = None
+    x_t: Any = None
+    y_t: Any = None
+    tmodel: Any = None               # timm eager, None where timm has no such model
+    cmodel: Any = None               # torch.compile of it, None where skipped or failed
+    topt: Any = None
+    compile_reason: Optional[str] = None
+    compile_errors: Dict[str, str] = dataclasses.field(default_factory=dict)
+    # compiled JAX
+    fwd: Any = None
+    fwd_options: Dict[str, Any] = dataclasses.field(default_factory=dict)
+    jax_compiled: Dict[str, Any] = dataclasses.field(default_factory=dict)
+    jax_compile_s: Dict[str, float] = dataclasses.field(default_factory=dict)
+    flops: Dict[str, Optional[float]] = dataclasses.field(default_factory=dict)
+    flops_source: Dict[str, str] = dataclasses.field(default_factory=dict)
+    flops_both: Dict[str, Dict[str, Optional[float]]] = dataclasses.field(default_factory=dict)
+    train_state: Dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    @property
+    def quiet(self) -> bool:
+        return self.args.json_only
+
+    def autocast(self):
+        import torch
+        return torch.autocast(self.tdev.type, dtype=torch.bfloat16, enabled=self.bf16)
+
+    def tsync(self, _=None):
+        import torch
+        if self.on_gpu:
+            torch.cuda.synchronize()
+
+
+def setup_devices(run: Run) -> None:
     import jax
-    import jax.numpy as jnp
-    import optax
     import torch
-    import torch.nn.functional as F
-    import timm
-
-    from swinv2_jax import create_model, load_torch_weights
-    from swinv2_jax.compile_options import inference_compiler_options
-    from swinv2_jax.models.registry import model_config, resolve_name
-
-    # -- device ------------------------------------------------------------------------------------
-    jax_backend = jax.default_backend()
-    on_gpu = torch.cuda.is_available()
-    tdev = torch.device('cuda' if on_gpu else 'cpu')
-    if jax_backend == 'gpu' and not on_gpu:
-        Log.info('warning: JAX sees a GPU but torch does not: the comparison is not like for like')
-    if on_gpu and jax_backend != 'gpu':
-        Log.info('warning: torch sees a GPU but JAX does not: the comparison is not like for like')
-    if on_gpu:
+    run.jax_backend = jax.default_backend()
+    run.on_gpu = torch.cuda.is_available()
+    run.tdev = torch.device('cuda' if run.on_gpu else 'cpu')
+    if run.jax_backend == 'gpu' and not run.on_gpu:
+        log('warning: JAX sees a GPU but torch does not: the comparison is not like for like', run.quiet)
+    if run.on_gpu and run.jax_backend != 'gpu':
+        log('warning: torch sees a GPU but JAX does not: the comparison is not like for like', run.quiet)
+    if run.on_gpu:
         # TF32 for float32 matmuls/convs, as JAX's default precision allows on the GPU.
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     else:
-        torch.set_num_threads(args.torch_threads or os.cpu_count() or 1)
-    jax_device = jax.devices()[0]
-    device_name = (jax_device.device_kind if jax_backend != 'cpu'
-                   else f'cpu: {cpu_name()} ({os.cpu_count()} cores)')
-    torch_device_name = torch.cuda.get_device_name(0) if on_gpu else f'cpu ({torch.get_num_threads()} threads)'
-    bf16 = args.dtype == 'bfloat16'
-    jdtype = jnp.bfloat16 if bf16 else jnp.float32
-    tdtype = torch.bfloat16 if bf16 else torch.float32
+        torch.set_num_threads(run.args.torch_threads or os.cpu_count() or 1)
+    run.device_name = (jax.devices()[0].device_kind if run.jax_backend != 'cpu'
+                       else f'cpu: {cpu_name()} ({os.cpu_count()} cores)')
+    run.torch_device_name = (torch.cuda.get_device_name(0) if run.on_gpu
+                             else f'cpu ({torch.get_num_threads()} threads)')
+    run.bf16 = run.args.dtype == 'bfloat16'
 
-    def autocast():
-        return torch.autocast(tdev.type, dtype=torch.bfloat16, enabled=bf16)
 
-    def tsync(_=None):
-        if on_gpu:
-            torch.cuda.synchronize()
+def build_models(run: Run) -> None:
+    """The JAX model, the inputs, timm's model with the same weights, and its torch.compile."""
+    import jax
+    import jax.numpy as jnp
+    import torch
+    import timm
 
-    # -- models ------------------------------------------------------------------------------------
-    name = resolve_name(args.model)
-    jax_overrides = dict(overrides, drop_path_rate=0.0)
-    cfg = model_config(name, **jax_overrides)
-    model = create_model(name, **dict(jax_overrides, dtype=jdtype))
-    timm_kwargs = {TIMM_KEYS[k]: v for k, v in overrides.items() if k in TIMM_KEYS}
+    from swinv2_jax import create_model
+    from swinv2_jax.models.registry import model_config, resolve_name
+
+    run.name = name = resolve_name(run.args.model)
+    run.jax_overrides = dict(run.overrides, drop_path_rate=0.0)
+    cfg = model_config(name, **run.jax_overrides)
+    run.model = model = create_model(name, **dict(run.jax_overrides,
+                                                  dtype=jnp.bfloat16 if run.bf16 else jnp.float32))
     timm_skip = None
     if int(cfg.get('extra_norm_every', 0) or 0):
         timm_skip = 'timm has no extra_norm_every (SwinV2-H/G layout)'
     elif name not in timm.list_models('swinv2*'):
         timm_skip = f'timm {timm.__version__} has no model {name!r}'
-    ignored = sorted(k for k in overrides if k not in TIMM_KEYS and k not in JAX_ONLY_KEYS
+    ignored = sorted(k for k in run.overrides if k not in TIMM_KEYS and k not in JAX_ONLY_KEYS
                      and k not in ('drop_path_rate', 'extra_norm_every'))
     if ignored:
-        Log.info(f'note: overrides {ignored} are applied to the JAX model only')
+        log(f'note: overrides {ignored} are applied to the JAX model only', run.quiet)
 
     torch.manual_seed(0)
-    b = args.batch
+    b = run.args.batch
     h, w = model.img_size
     rng = np.random.default_rng(0)
     x_np = rng.standard_normal((b, h, w, model.in_chans), dtype=np.float32)
     y_np = rng.integers(0, max(model.num_classes, 1), size=(b,)).astype(np.int32)
-    x_jax = jax.device_put(jnp.asarray(x_np))
-    y_jax = jax.device_put(jnp.asarray(y_np))
-    x_t = torch.from_numpy(x_np.transpose(0, 3, 1, 2).copy()).to(tdev)
-    y_t = torch.from_numpy(y_np.astype(np.int64)).to(tdev)
+    run.x_jax = jax.device_put(jnp.asarray(x_np))
+    run.y_jax = jax.device_put(jnp.asarray(y_np))
+    run.x_t = torch.from_numpy(x_np.transpose(0, 3, 1, 2).copy()).to(run.tdev)
+    run.y_t = torch.from_numpy(y_np.astype(np.int64)).to(run.tdev)
 
-    tmodel = None
     if timm_skip is None:
-        Log.info(f'building timm {name} {timm_kwargs or ""}')
-        tmodel = timm.create_model(name, pretrained=False, drop_path_rate=0.0, **timm_kwargs)
-        # timm zero-initialises the res-post-norms (every block starts as the identity); give them
-        # random scales so that the sanity check below exercises the attention and MLP branches.
-        with torch.no_grad():
-            gen = torch.Generator().manual_seed(1)
-            for pname, prm in tmodel.named_parameters():
-                if pname.endswith(('norm1.weight', 'norm2.weight')):
-                    prm.copy_(1.0 + 0.2 * torch.randn(prm.shape, generator=gen))
-                elif pname.endswith(('norm1.bias', 'norm2.bias')):
-                    prm.copy_(0.02 * torch.randn(prm.shape, generator=gen))
-        variables = load_torch_weights({k: v.detach().cpu() for k, v in tmodel.state_dict().items()},
-                                       model, layout='timm')
-        tmodel = tmodel.to(tdev)
+        run.tmodel, variables = build_timm(run)
     else:
-        Log.info(f'timm contenders skipped: {timm_skip}')
-        variables = model.init(jax.random.PRNGKey(0), x_jax[:1])
-        variables = {'params': variables['params']}
-    variables = jax.device_put(variables)
-    n_params = sum(int(np.prod(p.shape)) for p in jax.tree_util.tree_leaves(variables['params']))
+        log(f'timm contenders skipped: {timm_skip}', run.quiet)
+        variables = {'params': model.init(jax.random.PRNGKey(0), run.x_jax[:1])['params']}
+    run.variables = jax.device_put(variables)
+    run.n_params = sum(int(np.prod(p.shape)) for p in jax.tree_util.tree_leaves(run.variables['params']))
 
-    compile_reason = 'skipped (--no-compile)' if args.no_compile else (timm_skip and f'skipped: {timm_skip}')
-    compile_errors: Dict[str, str] = {}
-    cmodel = None
-    if tmodel is not None and not args.no_compile:
-        try:
-            cmodel = torch.compile(tmodel, mode=args.compile_mode)
-        except Exception as exc:  # noqa: BLE001
-            compile_reason = short_error(exc)
-            Log.info(f'torch.compile failed: {compile_reason}')
+    run.compile_reason = ('skipped (--no-compile)' if run.args.no_compile
+                          else (timm_skip and f'skipped: {timm_skip}'))
+    if run.tmodel is not None:
+        run.topt = torch.optim.AdamW(run.tmodel.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
+        if not run.args.no_compile:
+            try:
+                run.cmodel = torch.compile(run.tmodel, mode=run.args.compile_mode)
+            except Exception as exc:  # noqa: BLE001
+                run.compile_reason = short_error(exc)
+                log(f'torch.compile failed: {run.compile_reason}', run.quiet)
+
+
+def build_timm(run: Run):
+    """(timm model on the torch device, its weights converted to ours)."""
+    import torch
+    import timm
+
+    from swinv2_jax import load_torch_weights
+
+    timm_kwargs = {TIMM_KEYS[k]: v for k, v in run.overrides.items() if k in TIMM_KEYS}
+    log(f'building timm {run.name} {timm_kwargs or ""}', run.quiet)
+    tmodel = timm.create_model(run.name, pretrained=False, drop_path_rate=0.0, **timm_kwargs)
+    # timm zero-initialises the res-post-norms (every block starts as the identity); give them
+    # random scales so that the sanity check exercises the attention and MLP branches.
+    with torch.no_grad():
+        gen = torch.Generator().manual_seed(1)
+        for pname, prm in tmodel.named_parameters():
+            if pname.endswith(('norm1.weight', 'norm2.weight')):
+                prm.copy_(1.0 + 0.2 * torch.randn(prm.shape, generator=gen))
+            elif pname.endswith(('norm1.bias', 'norm2.bias')):
+                prm.copy_(0.02 * torch.randn(prm.shape, generator=gen))
+    variables = load_torch_weights({k: v.detach().cpu() for k, v in tmodel.state_dict().items()},
+                                   run.model, layout='timm')
+    return tmodel.to(run.tdev), variables
+
+
+def compile_jax(run: Run) -> None:
+    """Lower and compile each mode (timed apart from the runs) and count its FLOPs."""
+    import jax
+    import jax.numpy as jnp
+
+    from swinv2_jax.compile_options import inference_compiler_options
 
     # the forward pass is compiled as the trainer's eval step is (swinv2_jax/compile_options.py:
     # Eigen's matmuls on XLA:CPU); --default-xla-options compiles it with XLA's defaults
-    fwd_options = {} if args.default_xla_options else inference_compiler_options()
-    fwd = jax.jit(model.apply, compiler_options=fwd_options)
-
-    # -- JAX compilation (timed apart) and FLOPs ---------------------------------------------------
-    tx, train_step = make_train_step(model)
+    run.fwd_options = {} if run.args.default_xla_options else inference_compiler_options()
+    run.fwd = jax.jit(run.model.apply, compiler_options=run.fwd_options)
+    tx, train_step = make_train_step(run.model)
     step = jax.jit(train_step, donate_argnums=(0, 1))
-    jax_compiled: Dict[str, Any] = {}
-    jax_compile_s: Dict[str, float] = {}
-    flops: Dict[str, Optional[float]] = {}
-    flops_source: Dict[str, str] = {}
-    flops_both: Dict[str, Dict[str, Optional[float]]] = {}
-    train_state: Dict[str, Any] = {}
-    for mode in modes:
-        Log.info(f'jax: lowering and compiling {mode}')
+    b = run.args.batch
+    for mode in run.modes:
+        log(f'jax: lowering and compiling {mode}', run.quiet)
         t0 = time.perf_counter()
         if mode == 'forward':
-            lower_args = (variables, x_jax)
-            lowered = fwd.lower(*lower_args)
+            lower_args = (run.variables, run.x_jax)
+            lowered = run.fwd.lower(*lower_args)
         else:
-            params = jax.tree_util.tree_map(jnp.copy, variables['params'])  # donated: keep ours
-            train_state['params'] = params
-            train_state['opt'] = jax.jit(tx.init)(params)
-            lower_args = (train_state['params'], train_state['opt'], x_jax, y_jax)
+            params = jax.tree_util.tree_map(jnp.copy, run.variables['params'])  # donated: keep ours
+            run.train_state['params'] = params
+            run.train_state['opt'] = jax.jit(tx.init)(params)
+            lower_args = (run.train_state['params'], run.train_state['opt'], run.x_jax, run.y_jax)
             lowered = step.lower(*lower_args)
         compiled = lowered.compile()
-        jax_compile_s[mode] = time.perf_counter() - t0
-        jax_compiled[mode] = compiled
+        run.jax_compile_s[mode] = time.perf_counter() - t0
+        run.jax_compiled[mode] = compiled
         # The compiled module's count (XLA cost analysis) is the work figure, but on the GPU it
-        # leaves out the matrix products done in library calls (cuBLAS custom calls): seen on an H100
-        # 1.8 against 12.4 GFLOP/image on the CPU for swinv2_tiny_window8_256 forward, and the lowered
+        # leaves out the matrix products done in library calls (cuBLAS custom calls), and the lowered
         # module's count is not available there. So the matrix FLOPs are also counted from the jaxpr
         # (backend independent) and used whenever the compiled count falls below them.
         f_comp = cost_flops(compiled)
-        f_mm = jaxpr_matmul_flops(jax.make_jaxpr(model.apply if mode == 'forward' else train_step)(*lower_args))
-        flops_both[mode] = {'xla_compiled': f_comp, 'jaxpr_matmul': f_mm}
+        f_mm = jaxpr_matmul_flops(jax.make_jaxpr(run.model.apply if mode == 'forward' else train_step)(*lower_args))
+        run.flops_both[mode] = {'xla_compiled': f_comp, 'jaxpr_matmul': f_mm}
         if f_comp is not None and f_comp >= f_mm:
-            f, flops_source[mode] = f_comp, 'xla_compiled'
+            f, run.flops_source[mode] = f_comp, 'xla_compiled'
         else:
-            f, flops_source[mode] = f_mm, 'jaxpr_matmul (the compiled count was short or missing)'
-        flops[mode] = f
-        Log.info(f'  {jax_compile_s[mode]:.1f} s, {f / b / 1e9 if f else float("nan"):.2f} GFLOP/image')
+            f, run.flops_source[mode] = f_mm, 'jaxpr_matmul (the compiled count was short or missing)'
+        run.flops[mode] = f
+        log(f'  {run.jax_compile_s[mode]:.1f} s, {f / b / 1e9 if f else float("nan"):.2f} GFLOP/image', run.quiet)
 
-    # -- sanity check (float32, highest precision on both sides) -----------------------------------
+
+def max_rel(a: np.ndarray, ref: np.ndarray) -> float:
+    a, ref = np.asarray(a, np.float64), np.asarray(ref, np.float64)
+    return float(np.max(np.abs(a - ref)) / max(np.max(np.abs(ref)), 1e-30))
+
+
+def sanity_check(run: Run) -> Dict[str, Any]:
+    """max|jax - timm| / max|timm| of the logits, float32 at the highest precision on both sides
+    (and in bfloat16 with --dtype bfloat16)."""
+    import jax
+    import jax.numpy as jnp
+    import torch
+
+    from swinv2_jax import create_model
+
     sanity: Dict[str, Any] = {}
+    if run.tmodel is None:
+        return sanity
+    log('sanity check: float32 forward, jax vs timm eager', run.quiet)
+    run.tmodel.eval()
+    if not run.bf16 and run.jax_backend == 'cpu' and 'forward' in run.jax_compiled:
+        out_j = np.asarray(run.jax_compiled['forward'](run.variables, run.x_jax))  # float32 is exact on CPU
+    else:
+        model32 = run.model if not run.bf16 else create_model(run.name, **dict(run.jax_overrides, dtype=jnp.float32))
+        with jax.default_matmul_precision('highest'):
+            out_j = np.asarray(jax.jit(model32.apply)(run.variables, run.x_jax))
+    prev = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    with torch.inference_mode():
+        out_t = run.tmodel(run.x_t).float().cpu().numpy()
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = prev
+    sanity['forward_max_rel_diff_float32'] = max_rel(out_j, out_t)
+    sanity['definition'] = 'max|jax - timm| / max|timm| over the logits'
+    if run.bf16:
+        with torch.inference_mode(), run.autocast():
+            out_t = run.tmodel(run.x_t).float().cpu().numpy()
+        f16 = run.jax_compiled.get('forward') or run.fwd
+        out_j = np.asarray(f16(run.variables, run.x_jax)).astype(np.float32)
+        sanity['forward_max_rel_diff_bfloat16'] = max_rel(out_j, out_t)
+    log(f'  {sanity}', run.quiet)
+    return sanity
 
-    def max_rel(a: np.ndarray, ref: np.ndarray) -> float:
-        a, ref = np.asarray(a, np.float64), np.asarray(ref, np.float64)
-        return float(np.max(np.abs(a - ref)) / max(np.max(np.abs(ref)), 1e-30))
 
-    if tmodel is not None:
-        Log.info('sanity check: float32 forward, jax vs timm eager')
-        tmodel.eval()
-        model32 = model if not bf16 else create_model(name, **dict(jax_overrides, dtype=jnp.float32))
-        if not bf16 and jax_backend == 'cpu' and 'forward' in jax_compiled:
-            out_j = np.asarray(jax_compiled['forward'](variables, x_jax))  # float32 is exact on CPU
-        else:
-            with jax.default_matmul_precision('highest'):
-                out_j = np.asarray(jax.jit(model32.apply)(variables, x_jax))
-        prev = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-        with torch.inference_mode():
-            out_t = tmodel(x_t).float().cpu().numpy()
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = prev
-        sanity['forward_max_rel_diff_float32'] = max_rel(out_j, out_t)
-        sanity['definition'] = 'max|jax - timm| / max|timm| over the logits'
-        del out_j, out_t
-        if bf16:
-            with torch.inference_mode(), autocast():
-                out_t = tmodel(x_t).float().cpu().numpy()
-            f16 = jax_compiled.get('forward') or fwd
-            out_j = np.asarray(f16(variables, x_jax)).astype(np.float32)
-            sanity['forward_max_rel_diff_bfloat16'] = max_rel(out_j, out_t)
-        Log.info(f'  {sanity}')
+def matmul_ceiling(run: Run) -> Dict[str, Any]:
+    """GFLOP/s of a jitted `a @ b` and of `torch.mm` on n x n in the run's dtype, timed as the models."""
+    import jax
+    import jax.numpy as jnp
+    import torch
 
-    # -- matmul ceiling ----------------------------------------------------------------------------
-    n = args.matmul_n or (8192 if (on_gpu or jax_backend == 'gpu') else 2048)
-    Log.info(f'matmul ceiling: {n}x{n} {args.dtype}')
+    args = run.args
+    jdtype = jnp.bfloat16 if run.bf16 else jnp.float32
+    tdtype = torch.bfloat16 if run.bf16 else torch.float32
+    n = args.matmul_n or (8192 if (run.on_gpu or run.jax_backend == 'gpu') else 2048)
+    log(f'matmul ceiling: {n}x{n} {args.dtype}', run.quiet)
     ka, kb = jax.random.split(jax.random.PRNGKey(1))
     a_j = jax.random.normal(ka, (n, n), jnp.float32).astype(jdtype)
     b_j = jax.random.normal(kb, (n, n), jnp.float32).astype(jdtype)
     mm = jax.jit(lambda a, c: a @ c).lower(a_j, b_j).compile()
-    a_t = torch.randn(n, n, device=tdev, dtype=torch.float32).to(tdtype)
-    b_t = torch.randn(n, n, device=tdev, dtype=torch.float32).to(tdtype)
+    a_t = torch.randn(n, n, device=run.tdev, dtype=torch.float32).to(tdtype)
+    b_t = torch.randn(n, n, device=run.tdev, dtype=torch.float32).to(tdtype)
     mm_calls = {'jax': (lambda: mm(a_j, b_j), jax.block_until_ready),
-                'torch': (lambda: torch.mm(a_t, b_t), tsync)}
+                'torch': (lambda: torch.mm(a_t, b_t), run.tsync)}
     for fn, sync in mm_calls.values():
         for _ in range(max(args.warmup, 1)):
             sync(fn())
@@ -441,150 +450,153 @@ def main(argv=None) -> int:
             mm_rates[k].append(2.0 * n ** 3 * mm_iters / sec / 1e9)
     ceiling = {'n': n, 'dtype': args.dtype,
                'jax_gflops': summary(mm_rates['jax']), 'torch_gflops': summary(mm_rates['torch'])}
-    del a_j, b_j, a_t, b_t
-    Log.info(f'  jax {ceiling["jax_gflops"]["median"]:.1f} GFLOP/s, torch {ceiling["torch_gflops"]["median"]:.1f} GFLOP/s')
+    log(f'  jax {ceiling["jax_gflops"]["median"]:.1f} GFLOP/s, torch {ceiling["torch_gflops"]["median"]:.1f} GFLOP/s',
+        run.quiet)
+    return ceiling
 
-    # -- contenders --------------------------------------------------------------------------------
-    def jax_call(mode):
-        compiled = jax_compiled[mode]
-        if mode == 'forward':
-            return (lambda: compiled(variables, x_jax)), jax.block_until_ready
 
+def jax_call(run: Run, mode: str):
+    """(call, sync) of the compiled JAX mode; the train step carries its donated state along."""
+    import jax
+    compiled = run.jax_compiled[mode]
+    if mode == 'forward':
+        return (lambda: compiled(run.variables, run.x_jax)), jax.block_until_ready
+
+    def call():
+        p, o, loss = compiled(run.train_state['params'], run.train_state['opt'], run.x_jax, run.y_jax)
+        run.train_state['params'], run.train_state['opt'] = p, o
+        return p, o, loss
+    return call, jax.block_until_ready
+
+
+def torch_call(run: Run, mode: str, net):
+    """(call, sync) of a timm model (eager or compiled) in a mode."""
+    import torch
+    import torch.nn.functional as F
+    if mode == 'forward':
         def call():
-            p, o, loss = compiled(train_state['params'], train_state['opt'], x_jax, y_jax)
-            train_state['params'], train_state['opt'] = p, o
-            return p, o, loss
-        return call, jax.block_until_ready
+            with torch.inference_mode(), run.autocast():
+                return net(run.x_t)
+        return call, run.tsync
 
-    topt = torch.optim.AdamW(tmodel.parameters(), lr=LR, weight_decay=WEIGHT_DECAY) if tmodel is not None else None
+    def call():
+        run.topt.zero_grad(set_to_none=True)
+        with run.autocast():
+            loss = F.cross_entropy(net(run.x_t), run.y_t)
+        loss.backward()
+        run.topt.step()
+        return loss
+    return call, run.tsync
 
-    def torch_call(mode, net):
-        if mode == 'forward':
-            def call():
-                with torch.inference_mode(), autocast():
-                    return net(x_t)
-            return call, tsync
 
-        def call():
-            topt.zero_grad(set_to_none=True)
-            with autocast():
-                loss = F.cross_entropy(net(x_t), y_t)
-            loss.backward()
-            topt.step()
-            return loss
-        return call, tsync
-
-    results: Dict[str, Dict[str, Any]] = {}
-    ratios: Dict[str, Dict[str, Optional[float]]] = {}
-    for mode in modes:
-        Log.info(f'== {mode} ==')
-        if tmodel is not None:
-            tmodel.train(mode == 'train')
-        calls: Dict[str, Any] = {}
-        res: Dict[str, Any] = {}
-        # JAX: already compiled; warm up.
-        fn, sync = jax_call(mode)
+def warm_up(run: Run, mode: str) -> Tuple[Dict[str, Any], Dict[str, Dict[str, Any]]]:
+    """(calls, results so far): every contender's first call (timed) and --warmup more."""
+    calls: Dict[str, Any] = {}
+    res: Dict[str, Dict[str, Any]] = {}
+    contenders = [('jax', jax_call(run, mode))]
+    if run.tmodel is not None:
+        contenders.append(('timm_eager', torch_call(run, mode, run.tmodel)))
+    for k, (fn, sync) in contenders:
         t0 = time.perf_counter()
         sync(fn())
-        res['jax'] = {'compile_s': jax_compile_s[mode], 'first_call_s': time.perf_counter() - t0}
-        for _ in range(args.warmup):
+        res[k] = {'compile_s': run.jax_compile_s[mode] if k == 'jax' else None,
+                  'first_call_s': time.perf_counter() - t0}
+        for _ in range(run.args.warmup):
             sync(fn())
-        calls['jax'] = (fn, sync)
-        if tmodel is not None:
-            fn, sync = torch_call(mode, tmodel)
+        calls[k] = (fn, sync)
+    if run.cmodel is not None:
+        fn, sync = torch_call(run, mode, run.cmodel)
+        try:
+            log('torch.compile: first call (compiles)', run.quiet)
             t0 = time.perf_counter()
             sync(fn())
-            res['timm_eager'] = {'compile_s': None, 'first_call_s': time.perf_counter() - t0}
-            for _ in range(args.warmup):
+            first = time.perf_counter() - t0
+            for _ in range(run.args.warmup):
                 sync(fn())
-            calls['timm_eager'] = (fn, sync)
-        if cmodel is not None:
-            fn, sync = torch_call(mode, cmodel)
-            try:
-                Log.info('torch.compile: first call (compiles)')
-                t0 = time.perf_counter()
-                sync(fn())
-                first = time.perf_counter() - t0
-                for _ in range(args.warmup):
-                    sync(fn())
-                res['timm_compile'] = {'compile_s': first, 'first_call_s': first}
-                calls['timm_compile'] = (fn, sync)
-                Log.info(f'  {first:.1f} s')
-            except Exception as exc:  # noqa: BLE001
-                compile_errors[mode] = short_error(exc)
-                res['timm_compile'] = {'error': compile_errors[mode]}
-                Log.info(f'torch.compile failed in {mode}: {compile_errors[mode]}')
-                if not Log.quiet:
-                    traceback.print_exc(file=sys.stderr)
-                if tmodel is not None:
-                    topt.zero_grad(set_to_none=True)
-        elif tmodel is not None:
-            res['timm_compile'] = {'error': compile_reason or 'skipped'}
+            res['timm_compile'] = {'compile_s': first, 'first_call_s': first}
+            calls['timm_compile'] = (fn, sync)
+            log(f'  {first:.1f} s', run.quiet)
+        except Exception as exc:  # noqa: BLE001
+            run.compile_errors[mode] = short_error(exc)
+            res['timm_compile'] = {'error': run.compile_errors[mode]}
+            log(f'torch.compile failed in {mode}: {run.compile_errors[mode]}', run.quiet)
+            if not run.quiet:
+                traceback.print_exc(file=sys.stderr)
+            run.topt.zero_grad(set_to_none=True)
+    elif run.tmodel is not None:
+        res['timm_compile'] = {'error': run.compile_reason or 'skipped'}
+    return calls, res
 
-        gc.collect()
-        rates: Dict[str, List[float]] = {k: [] for k in calls}
-        for r in range(args.repeats):
-            for k, (fn, sync) in calls.items():
-                sec = timed(fn, sync, args.iters)
-                rates[k].append(b * args.iters / sec)
-            Log.info(f'  round {r + 1}/{args.repeats}: '
-                     + ', '.join(f'{k} {v[-1]:.2f} img/s' for k, v in rates.items()))
 
-        f_img = flops[mode] / b if flops[mode] else None
-        for k, v in rates.items():
-            s = summary(v)
-            entry = res[k]
-            entry.update({'images_per_s': s, 'per_round_images_per_s': v})
-            if f_img:
-                gfl = f_img * s['median'] / 1e9
-                entry['gflops'] = gfl
-                entry['fraction_of_jax_matmul_ceiling'] = gfl / ceiling['jax_gflops']['median']
-                entry['fraction_of_torch_matmul_ceiling'] = gfl / ceiling['torch_gflops']['median']
-        rmode: Dict[str, Optional[float]] = {}
-        for other in ('timm_eager', 'timm_compile'):
-            if other in rates:
-                rmode[f'jax_vs_{other}'] = (statistics.median(rates['jax'])
-                                            / statistics.median(rates[other]))
-                # the same, paired round by round (the contenders of a round ran back to back)
-                rmode[f'jax_vs_{other}_paired_median'] = statistics.median(
-                    a / c for a, c in zip(rates['jax'], rates[other]))
-            else:
-                rmode[f'jax_vs_{other}'] = None
-        ratios[mode] = rmode
-        results[mode] = res
+def time_mode(run: Run, mode: str, ceiling: Dict[str, Any]) -> Tuple[Dict[str, Any], Dict[str, Optional[float]]]:
+    """(results per contender, ratios) of one mode: --repeats rounds, the contenders in turn."""
+    log(f'== {mode} ==', run.quiet)
+    if run.tmodel is not None:
+        run.tmodel.train(mode == 'train')
+    calls, res = warm_up(run, mode)
+    gc.collect()
+    b, iters = run.args.batch, run.args.iters
+    rates: Dict[str, List[float]] = {k: [] for k in calls}
+    for r in range(run.args.repeats):
+        for k, (fn, sync) in calls.items():
+            rates[k].append(b * iters / timed(fn, sync, iters))
+        log(f'  round {r + 1}/{run.args.repeats}: '
+            + ', '.join(f'{k} {v[-1]:.2f} img/s' for k, v in rates.items()), run.quiet)
 
-    # -- report ------------------------------------------------------------------------------------
-    versions = {'python': platform.python_version(), 'jax': jax.__version__, 'jaxlib': _jaxlib_version(),
-                'flax': _version('flax'), 'optax': optax.__version__, 'torch': torch.__version__,
-                'timm': timm.__version__, 'numpy': np.__version__}
-    report = {
-        'model': name, 'overrides': {k: _jsonable(v) for k, v in overrides.items()},
-        'params': n_params, 'batch': b, 'dtype': args.dtype, 'img_size': list(model.img_size),
-        'repeats': args.repeats, 'iters': args.iters, 'warmup': args.warmup, 'modes': modes,
-        'backend': {'jax': jax_backend, 'torch': tdev.type},
-        'device': device_name, 'torch_device': torch_device_name,
-        'precision': ('float32 at default precision on both sides (TF32 allowed on the GPU)' if not bf16
+    f_img = run.flops[mode] / b if run.flops[mode] else None
+    for k, v in rates.items():
+        s = summary(v)
+        entry = res[k]
+        entry.update({'images_per_s': s, 'per_round_images_per_s': v})
+        if f_img:
+            gfl = f_img * s['median'] / 1e9
+            entry['gflops'] = gfl
+            entry['fraction_of_jax_matmul_ceiling'] = gfl / ceiling['jax_gflops']['median']
+            entry['fraction_of_torch_matmul_ceiling'] = gfl / ceiling['torch_gflops']['median']
+    ratios: Dict[str, Optional[float]] = {}
+    for other in ('timm_eager', 'timm_compile'):
+        if other in rates:
+            ratios[f'jax_vs_{other}'] = statistics.median(rates['jax']) / statistics.median(rates[other])
+            # the same, paired round by round (the contenders of a round ran back to back)
+            ratios[f'jax_vs_{other}_paired_median'] = statistics.median(
+                a / c for a, c in zip(rates['jax'], rates[other]))
+        else:
+            ratios[f'jax_vs_{other}'] = None
+    return res, ratios
+
+
+# ----------------------------------------------------------------------------------------------
+# Report
+# ----------------------------------------------------------------------------------------------
+
+def build_report(run: Run, sanity, ceiling, results, ratios) -> Dict[str, Any]:
+    import torch
+    args, b = run.args, run.args.batch
+    return {
+        'model': run.name, 'overrides': {k: jsonable(v) for k, v in run.overrides.items()},
+        'params': run.n_params, 'batch': b, 'dtype': args.dtype, 'img_size': list(run.model.img_size),
+        'repeats': args.repeats, 'iters': args.iters, 'warmup': args.warmup, 'modes': run.modes,
+        'backend': {'jax': run.jax_backend, 'torch': run.tdev.type},
+        'device': run.device_name, 'torch_device': run.torch_device_name, 'cpu': cpu_info(),
+        'precision': ('float32 at default precision on both sides (TF32 allowed on the GPU)' if not run.bf16
                       else 'bfloat16 compute, float32 params (JAX dtype=bfloat16; torch autocast)'),
-        'versions': versions,
+        'versions': versions('jax', 'jaxlib', 'flax', 'optax', 'torch', 'timm', 'numpy'),
         'env': {'OMP_WAIT_POLICY': os.environ.get('OMP_WAIT_POLICY'), 'torch_threads': torch.get_num_threads(),
                 'cpu_count': os.cpu_count(), 'XLA_FLAGS': os.environ.get('XLA_FLAGS'),
-                'jax_forward_compiler_options': fwd_options,
+                'jax_forward_compiler_options': run.fwd_options,
                 'XLA_PYTHON_CLIENT_PREALLOCATE': os.environ.get('XLA_PYTHON_CLIENT_PREALLOCATE')},
-        'flops_per_image': {m: (flops[m] / b if flops[m] else None) for m in modes},
-        'flops_source': flops_source,
+        'flops_per_image': {m: (run.flops[m] / b if run.flops[m] else None) for m in run.modes},
+        'flops_source': run.flops_source,
         'flops_per_image_by_source': {m: {k: (v / b if v else None) for k, v in d.items()}
-                                      for m, d in flops_both.items()},
+                                      for m, d in run.flops_both.items()},
         'matmul_ceiling': ceiling,
         'sanity': sanity,
-        'torch_compile': {'mode': args.compile_mode, 'status': compile_reason or ('ok' if not compile_errors else 'failed'),
-                          'errors': compile_errors},
+        'torch_compile': {'mode': args.compile_mode,
+                          'status': run.compile_reason or ('ok' if not run.compile_errors else 'failed'),
+                          'errors': run.compile_errors},
         'results': results,
         'ratios': ratios,
     }
-    if not args.json_only:
-        print(format_table(report))
-    print(json.dumps(report, default=_jsonable, separators=(',', ':')))
-    return 0
 
 
 def format_table(rep: Dict[str, Any]) -> str:
@@ -642,32 +654,23 @@ def format_table(rep: Dict[str, Any]) -> str:
     return '\n'.join(lines)
 
 
-def _version(pkg: str) -> Optional[str]:
-    try:
-        from importlib.metadata import version
-        return version(pkg)
-    except Exception:  # noqa: BLE001
-        return None
-
-
-def _jaxlib_version() -> Optional[str]:
-    try:
-        import jaxlib
-        return jaxlib.__version__
-    except Exception:  # noqa: BLE001
-        return None
-
-
-def _jsonable(v):
-    if isinstance(v, (str, int, float, bool)) or v is None:
-        return v
-    if isinstance(v, (list, tuple)):
-        return [_jsonable(x) for x in v]
-    if isinstance(v, dict):
-        return {str(k): _jsonable(x) for k, x in v.items()}
-    if isinstance(v, (np.floating, np.integer)):
-        return v.item()
-    return str(v)
+def main(argv=None) -> int:
+    args, modes, overrides = parse_args(argv)
+    set_environment()
+    run = Run(args=args, modes=modes, overrides=overrides)
+    setup_devices(run)
+    build_models(run)
+    compile_jax(run)
+    sanity = sanity_check(run)
+    ceiling = matmul_ceiling(run)
+    results, ratios = {}, {}
+    for mode in modes:
+        results[mode], ratios[mode] = time_mode(run, mode, ceiling)
+    report = build_report(run, sanity, ceiling, results, ratios)
+    if not args.json_only:
+        print(format_table(report))
+    print(json.dumps(report, default=jsonable, separators=(',', ':')))
+    return 0
 
 
 if __name__ == '__main__':

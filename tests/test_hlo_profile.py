@@ -1,10 +1,13 @@
 """benchmarks/hlo_profile.py: the trace is attributed to the right ops, kinds, parts and passes.
 
 The pieces on hand-made input (HLO text, nested trace events, op_name paths), then the script end
-to end on a two-stage C=16 model: its JSON adds up and names the parts of the model.
+to end on a two-stage C=16 model, with TensorFlow and ml_collections unimportable (GPU machines
+often lack them): its JSON adds up and names the parts of the model. Also the pieces of
+benchmarks/common.py the three scripts share.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -14,7 +17,15 @@ import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, 'benchmarks'))
+import common  # noqa: E402  (benchmarks/common.py)
 import hlo_profile  # noqa: E402  (benchmarks/hlo_profile.py)
+
+# Runs a script as __main__ with these modules unimportable.
+WITHOUT_TF = ("import runpy, sys\n"
+              "for m in ('tensorflow', 'tensorflow_datasets', 'ml_collections'):\n"
+              "    sys.modules[m] = None\n"
+              "sys.argv = sys.argv[1:]\n"
+              "runpy.run_path(sys.argv[0], run_name='__main__')\n")
 
 HLO = """HloModule jit_step, is_scheduled=true, entry_computation_layout={(f32[8,96]{1,0})->f32[96,8]{1,0}}
 
@@ -94,7 +105,8 @@ def test_self_times_subtract_nested_ops_and_skip_other_modules():
 
 @pytest.mark.parametrize('mode', ['train', 'forward'])
 def test_script_end_to_end(mode, tmp_path):
-    cmd = [sys.executable, os.path.join(REPO, 'benchmarks', 'hlo_profile.py'), '--json-only', '--mode', mode,
+    cmd = [sys.executable, '-c', WITHOUT_TF, os.path.join(REPO, 'benchmarks', 'hlo_profile.py'), '--json-only',
+           '--mode', mode,
            '--batch', '2', '--steps', '1', '--profile-steps', '1', '--top', '5', '--xla-options', 'default',
            '--trace-dir', str(tmp_path / 'trace'),
            '--override', 'embed_dim=16', '--override', 'depths=(2,2)', '--override', 'num_heads=(1,2)',
@@ -115,3 +127,14 @@ def test_script_end_to_end(mode, tmp_path):
     assert len(out['top_ops']) == 5
     assert out['top_ops'] == sorted(out['top_ops'], key=lambda r: -r['ms'])
     assert os.listdir(tmp_path / 'trace')
+    assert out['cpu']['model'] and isinstance(out['cpu']['vector_extensions'], list)
+
+
+def test_common_override_and_cpu_info():
+    assert common.override_arg('depths=(1,1)') == ('depths', (1, 1))
+    assert common.override_arg('dtype=bfloat16') == ('dtype', 'bfloat16')
+    with pytest.raises(argparse.ArgumentTypeError, match='KEY=VALUE'):
+        common.override_arg('depths')
+    info = common.cpu_info()
+    assert info['model'] and set(info['vector_extensions']) <= set(common.VECTOR_FLAGS)
+    assert common.summary([3.0, 1.0, 2.0]) == {'median': 2.0, 'min': 1.0, 'max': 3.0}
