@@ -1,16 +1,29 @@
 """swinv2-jax: Swin Transformer V2 in JAX/Flax with exact parity to the PyTorch implementations."""
+import importlib
+
 from swinv2_jax.models import (SwinTransformerV2, create_model, list_models, model_fields,
                                model_from_fields)
 
 __version__ = '0.1.0'
+
+# Imported on first use: the converted format pulls in Orbax, and `python -m swinv2_jax.convert`
+# must not find its module already imported by the package (runpy's RuntimeWarning).
+_LAZY = {
+    'load_torch_weights': 'swinv2_jax.weights.torch_layouts',
+    'export_torch_weights': 'swinv2_jax.weights.torch_layouts',
+    'load_converted': 'swinv2_jax.weights.converted',
+    'save_converted': 'swinv2_jax.weights.converted',
+}
+
 __all__ = ['SwinTransformerV2', 'create_model', 'list_models', 'model_fields', 'model_from_fields',
-           'load_torch_weights', 'export_torch_weights']
+           *_LAZY]
 
 
 def __getattr__(name):
-    # The converter is imported on first use, so that `python -m swinv2_jax.convert` does not find
-    # its module already imported by the package (runpy's RuntimeWarning).
-    if name in ('load_torch_weights', 'export_torch_weights'):
-        from swinv2_jax import convert
-        return getattr(convert, name)
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
+
+
+def __dir__():
+    return sorted(list(globals()) + list(_LAZY))

@@ -21,10 +21,13 @@ import pytest
 torch = pytest.importorskip('torch')
 timm = pytest.importorskip('timm')
 
-from swinv2_jax.checkpoints import load_converted, save_converted  # noqa: E402
-from swinv2_jax.convert import (detect_layout, export_torch_weights, load_torch_weights,  # noqa: E402
-                                main, read_state_dict)
 from swinv2_jax.models import create_model, model_fields  # noqa: E402
+from swinv2_jax.weights import converted  # noqa: E402
+from swinv2_jax.weights.cli import main  # noqa: E402
+from swinv2_jax.weights.converted import load_converted, save_converted  # noqa: E402
+from swinv2_jax.weights.torch_layouts import (detect_layout, export_torch_weights,  # noqa: E402
+                                              load_torch_weights, read_state_dict)
+from swinv2_jax.weights.tree_diff import diff_trees  # noqa: E402
 
 NAME = 'swinv2_tiny_window8_256'
 SMALL = dict(embed_dim=16, depths=(1, 2, 1, 1), num_heads=(1, 2, 2, 4), img_size=64, window_size=4)
@@ -153,12 +156,10 @@ def test_save_refuses_to_overwrite(tmp_path, model, variables):
 
 
 def test_interrupted_save_leaves_nothing_that_looks_valid(tmp_path, monkeypatch, saved, model, variables):
-    import swinv2_jax.checkpoints as checkpoints
-
     def fail(*args, **kwargs):
         raise KeyboardInterrupt  # killed after the variables were written, before config.json
 
-    monkeypatch.setattr(checkpoints, 'model_fields', fail)
+    monkeypatch.setattr(converted, 'model_fields', fail)
     with pytest.raises(KeyboardInterrupt):
         save_converted(tmp_path / 'new', variables, model)
     assert os.listdir(tmp_path) == []
@@ -361,6 +362,51 @@ def test_cli_subprocess_exits_cleanly(tmp_path):
     assert 'Traceback' not in proc.stderr
     assert 'error:' in proc.stderr and 'truncated.safetensors' in proc.stderr
     assert not os.path.exists(tmp_path / 'out')
+
+
+def test_old_import_paths_and_lazy_package_exports():
+    import swinv2_jax
+    import swinv2_jax.checkpoints
+    import swinv2_jax.convert
+    import swinv2_jax.convert_simmim
+    from swinv2_jax.weights import simmim, torch_layouts
+    assert swinv2_jax.convert.load_torch_weights is swinv2_jax.load_torch_weights is torch_layouts.load_torch_weights
+    assert swinv2_jax.convert.export_torch_weights is swinv2_jax.export_torch_weights
+    assert swinv2_jax.convert.main is main
+    assert swinv2_jax.checkpoints.load_converted is swinv2_jax.load_converted is load_converted
+    assert swinv2_jax.checkpoints.save_converted is swinv2_jax.save_converted is save_converted
+    assert swinv2_jax.convert_simmim.load_simmim_weights is simmim.load_simmim_weights
+    # `import swinv2_jax` pulls in neither Orbax nor torch, and running the converter's module does not
+    # find it imported already (runpy's RuntimeWarning, an error here)
+    code = ("import runpy, sys; import swinv2_jax; "
+            "assert not [m for m in sys.modules if m.startswith(('orbax', 'torch', 'swinv2_jax.convert'))]; "
+            "sys.argv = ['convert', '--help']; runpy.run_module('swinv2_jax.convert', run_name='__main__')")
+    proc = subprocess.run([sys.executable, '-W', 'error::RuntimeWarning', '-c', code], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert '--to-torch' in proc.stdout
+
+
+def test_tree_diff():
+    expected = {'a': {'kernel': np.zeros((2, 3), np.float32), 'bias': np.zeros(3, np.float32)},
+                'b': {'scale': np.zeros(4, np.float32)}}
+    given = {'a': {'kernel': np.zeros((3, 2), np.float32), 'bias': np.zeros(3, np.float16)},
+             'c': {'x': np.zeros(1)}, 'skip': {'me': np.zeros(1)}}
+    diff = diff_trees(expected, given, ignore=lambda name: name.startswith('skip/'),
+                      given_word='checkpoint', expected_word='model')
+    assert (diff.missing, diff.unexpected) == (['b/scale'], ['c/x'])
+    assert diff.misshaped == ['a/kernel: checkpoint [3, 2], model [2, 3]']
+    assert diff.lines() == ['missing (1): b/scale', 'unexpected (1): c/x',
+                            'mis-shaped (1): a/kernel: checkpoint [3, 2], model [2, 3]']
+    assert diff.lines(per_name=True) == ['b/scale: missing', 'c/x: unexpected',
+                                         'a/kernel: checkpoint [3, 2], model [2, 3]']
+    assert diff.message('title:', ['hint']) == ('title:\n  missing (1): b/scale\n  unexpected (1): c/x\n'
+                                                '  mis-shaped (1): a/kernel: checkpoint [3, 2], model [2, 3]\n  hint')
+    dtypes = diff_trees(expected['a'], given['a'], check_dtype=True)
+    assert 'bias: source float16[3], model float32[3]' in dtypes.misshaped
+    flat = {'x.weight': np.zeros(2)}  # flat name -> array mappings (state dicts) compare as they are
+    assert not diff_trees(flat, {'x.weight': np.ones(2)})
+    assert diff_trees(flat, {}).missing == ['x.weight']
 
 
 # ----------------------------------------------------------------------------------------------

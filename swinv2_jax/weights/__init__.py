@@ -1,5 +1,12 @@
-"""Weights in and out: PyTorch layouts (official, timm, Hugging Face; classification and SimMIM),
-the converted Orbax checkpoint format, and window/resolution transfer of parameters.
+"""Weights in and out.
 
-Imports jax, flax and numpy; torch and safetensors only inside the functions that read them.
+  torch_layouts  PyTorch names and layouts (official, SimMIM encoder, timm, Hugging Face), in and out
+  simmim         SimMIM PyTorch checkpoints: the encoder plus mask token and decoder
+  converted      the converted checkpoint format: an Orbax directory of variables + config.json
+  transfer       window/resolution transfer of parameters (the one position-bias-table resize)
+  tree_diff      the one missing / unexpected / mis-shaped comparison behind every loader's error
+  cli            the converter command line (`python -m swinv2_jax.convert`)
+
+Imports jax, flax and numpy (Orbax only in `converted`); torch and safetensors only inside the
+functions that read or write their files. Nothing under `swinv2_jax.models` imports this package.
 """

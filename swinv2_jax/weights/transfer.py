@@ -11,13 +11,13 @@ timm resizes differently (`timm.layers.resize_rel_pos_bias_table`: BEiT's geomet
 grid with linear interpolation); this follows the official bicubic recipe, which the released
 Swin V1 fine-tunes were made with.
 
-Used by the converter, the Orbax loader (`load_converted(dir, model=...)`) and the training
-`init_from`; the resize itself is numpy.
+Used by the PyTorch loader, the converted-checkpoint loader (`load_converted(dir, model=...)`) and
+the training `init_from`, all through `resize_tables`; the resize itself is numpy.
 """
 from __future__ import annotations
 
 import math
-from typing import Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import jax.numpy as jnp
 import numpy as np
@@ -25,6 +25,7 @@ from flax import traverse_util
 from flax.core import unfreeze
 
 from swinv2_jax.models import abstract_variables
+from swinv2_jax.weights.tree_diff import diff_trees
 
 Pair = Tuple[int, int]
 Path = Tuple[str, ...]
@@ -123,6 +124,26 @@ def transfer_tables(source: Mapping[Path, np.ndarray], target_shapes: Mapping[Pa
     return resized, lines
 
 
+def table_shapes(model) -> Dict[Path, Tuple[int, int]]:
+    """Path of every position bias table leaf of `model` -> its shape [(2Wh-1)(2Ww-1), heads]."""
+    return {path: ((2 * w[0] - 1) * (2 * w[1] - 1), model.num_heads[int(path[0].split('_')[1])])
+            for path, w in table_windows(model).items()}
+
+
+def resize_tables(params: Mapping[Path, Any], model,
+                  source_windows: Optional[Mapping[Path, Pair]] = None) -> Tuple[Dict[Path, Any], List[str]]:
+    """Flat params (path -> array) with each V1 position bias table resized to `model`'s windows.
+
+    The one table resize of the package: the PyTorch loader, `load_converted(dir, model=...)`,
+    `transfer_params` and `init_from` all come through here. A no-op (the params as given) for the
+    continuous position bias modes. Returns (params, log lines saying what was resized and how).
+    """
+    resized, lines = transfer_tables(params, table_shapes(model), table_windows(model), source_windows)
+    if not resized:
+        return dict(params), lines
+    return {**params, **resized}, lines
+
+
 def transfer_params(params: Mapping, source_model, target_model) -> Tuple[Dict, List[str]]:
     """`params` of `source_model` for `target_model`, which may differ in img_size, windows,
     pretrained windows, strict_img_size and the memory switches, not in the parameters themselves.
@@ -131,19 +152,16 @@ def transfer_params(params: Mapping, source_model, target_model) -> Tuple[Dict, 
     resized to the target's windows. Returns (params, log lines).
     Raises ValueError listing every leaf that is missing, unexpected or mis-shaped otherwise.
     """
-    flat = traverse_util.flatten_dict(unfreeze(params))
-    want = traverse_util.flatten_dict(abstract_variables(target_model)['params'])
-    resized, lines = transfer_tables(flat, {p: s.shape for p, s in want.items()}, table_windows(target_model),
-                                     table_windows(source_model))
-    flat.update(resized)
+    flat, lines = resize_tables(traverse_util.flatten_dict(unfreeze(params)), target_model,
+                                table_windows(source_model))
     lines += cpb_transfer_notes(source_model, target_model)
-    problems = [f'{"/".join(p)}: missing in the source' for p in want if p not in flat]
-    problems += [f'{"/".join(p)}: not in the target model' for p in flat if p not in want]
-    problems += [f'{"/".join(p)}: source {list(np.shape(flat[p]))}, model {list(s.shape)}'
-                 for p, s in want.items() if p in flat and tuple(np.shape(flat[p])) != tuple(s.shape)]
-    if problems:
-        raise ValueError('the parameters do not transfer to the target model (only img_size, window '
-                         'sizes and switches that own no parameters may differ):\n  ' + '\n  '.join(problems))
+    want = traverse_util.flatten_dict(abstract_variables(target_model)['params'])
+    diff = diff_trees(want, flat, given_word='source', expected_word='model')
+    if diff:
+        raise ValueError(diff.message(
+            'the parameters do not transfer to the target model (only img_size, window sizes and switches '
+            'that own no parameters may differ)',
+            ['missing: in the target model, not in the source; unexpected: in the source, not in the target model']))
     out = {p: jnp.asarray(v, dtype=want[p].dtype) for p, v in flat.items()}
     return traverse_util.unflatten_dict(out), lines
 

@@ -50,8 +50,13 @@ class TreeDiff:
     def __bool__(self) -> bool:
         return bool(self.missing or self.unexpected or self.misshaped)
 
-    def lines(self) -> List[str]:
-        """One line per kind of mismatch that occurs, with its count: 'missing (2): a, b'."""
+    def lines(self, per_name: bool = False) -> List[str]:
+        """One line per kind of mismatch that occurs, with its count: 'missing (2): a, b'; with
+        `per_name`, one line per name instead: 'a: missing', 'b: unexpected', 'c: <given>, <expected>'
+        (for a short list whose readers look for one name)."""
+        if per_name:
+            return ([f'{n}: missing' for n in self.missing] + [f'{n}: unexpected' for n in self.unexpected]
+                    + list(self.misshaped))
         out = []
         for what, names, sep in (('missing', self.missing, ', '), ('unexpected', self.unexpected, ', '),
                                  ('mis-shaped', self.misshaped, '; ')):
@@ -59,9 +64,9 @@ class TreeDiff:
                 out.append(f'{what} ({len(names)}): ' + sep.join(names))
         return out
 
-    def message(self, title: str, hints: Optional[List[str]] = None) -> str:
+    def message(self, title: str, hints: Optional[List[str]] = None, per_name: bool = False) -> str:
         """`title:` then each mismatch line and each hint, indented: the text of a ValueError."""
-        return '\n  '.join([title.rstrip(':') + ':'] + self.lines() + list(hints or []))
+        return '\n  '.join([title.rstrip(':') + ':'] + self.lines(per_name) + list(hints or []))
 
 
 def diff_trees(expected: Mapping, given: Mapping, *, check_dtype: bool = False,
