@@ -168,7 +168,8 @@ class Mlp(nn.Module):
 
 
 def chunk_windows(num_windows: int, chunk: int) -> int:
-    """Windows per chunk: the largest divisor of the window count not above `chunk`."""
+    """Windows (or token rows) per chunk: the largest divisor of `num_windows` not above `chunk`, so
+    that every chunk has the same shape (one `lax.map` or `nn.scan` body)."""
     chunk = max(1, min(chunk, num_windows))
     while num_windows % chunk:
         chunk -= 1
@@ -333,7 +334,7 @@ def _softmax_bwd(dtype, res, g):
 softmax.defvjp(_softmax_fwd, _softmax_bwd)
 
 
-def attention_core(q, k, v, scale, bias, mask, rng, drop: float, cosine: bool = True) -> jax.Array:
+def attention_core(q, k, v, *, scale, bias, mask, rng, drop: float, cosine: bool = True) -> jax.Array:
     """Window attention of [B, w, heads, N, d] windows: softmax(q' k'^T + bias + mask) v, where
     q' = normalize(q) * scale and k' = normalize(k) (scaled cosine attention), or q' = q * scale and
     k' = k when `cosine` is False (dot-product attention; scale = head_dim**-0.5).
@@ -437,7 +438,7 @@ def project_heads(x: jax.Array, kernel: jax.Array, bias: jax.Array) -> jax.Array
     return jnp.einsum('bwhnd,hdc->bwnc', x.astype(kernel.dtype), kernel) + bias
 
 
-def sequential_attention(x, qkv_weights, proj_weights, scale, bias, mask, rng, drop: float, chunk: int,
+def sequential_attention(x, *, qkv_weights, proj_weights, scale, bias, mask, rng, drop: float, chunk: int,
                          cosine: bool = True) -> jax.Array:
     """Window attention of [B, nW, N, C] tokens a chunk of windows at a time (the paper's
     sequential self-attention): for each chunk, the qkv projection, `attention_core` and the
