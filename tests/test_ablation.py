@@ -324,9 +324,10 @@ def test_each_switch(v2_base, flip):
 
 def test_pre_norm_blocks_init_their_norms_to_ones():
     """V1's pre-norms start at ones (SwinV2's res-post-norms at zero: test_model's official init)."""
-    from swinv2_jax.models.swin_transformer_v2 import SwinTransformerV2Block
+    from swinv2_jax.models.swin_transformer_v2 import Switches, SwinTransformerV2Block
     for placement, value in (('pre', 1.0), ('res_post', 0.0)):
-        block = SwinTransformerV2Block(16, 2, (8, 8), (4, 4), (2, 2), norm_placement=placement)
+        block = SwinTransformerV2Block(dim=16, num_heads=2, resolution=(8, 8), window=(4, 4), shift=(2, 2),
+                                       switches=Switches(norm_placement=placement))
         params = jax.jit(block.init)(jax.random.PRNGKey(0), jnp.zeros((1, 8, 8, 16)))['params']
         for norm in ('norm1', 'norm2'):
             np.testing.assert_array_equal(np.asarray(params[norm]['scale']), value)

@@ -12,7 +12,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from swinv2_jax.models import swin_transformer_v2 as m
+from swinv2_jax.models import layers as m
+from swinv2_jax.models.swin_transformer_v2 import SwinTransformerV2Block
 
 jax.config.update('jax_default_matmul_precision', 'highest')
 
@@ -105,8 +106,8 @@ def test_drop_samples():
 def test_saved_residuals_of_a_block_are_the_lean_ones():
     """What the custom VJPs are for: a bf16 block keeps no float32 activation of token size."""
     from jax.ad_checkpoint import print_saved_residuals  # noqa: F401  (the API this mirrors)
-    blk = m.SwinTransformerV2Block(dim=64, num_heads=2, resolution=(8, 8), window=(4, 4), shift=(2, 2),
-                                   dtype=jnp.bfloat16)
+    blk = SwinTransformerV2Block(dim=64, num_heads=2, resolution=(8, 8), window=(4, 4), shift=(2, 2),
+                                 dtype=jnp.bfloat16)
     x = jnp.ones((2, 8, 8, 64), jnp.bfloat16)
     params = blk.init(jax.random.PRNGKey(0), x)
     _, vjp = jax.vjp(lambda p, x: blk.apply(p, x), params, x)

@@ -1,4 +1,4 @@
-"""The memory switches of issue 7 change memory, never the numbers.
+"""The memory switches change memory, never the numbers.
 
 * `remat_policy` ('full', 'dots', 'dots_no_batch'), `sequential_attention` (a chunk size that divides
   the window count and one that does not) and both together: logits and every gradient equal the

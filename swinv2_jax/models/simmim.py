@@ -25,7 +25,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from swinv2_jax.models.swin_transformer_v2 import SwinTransformerV2, torch_conv_init
+from swinv2_jax.models.layers import torch_conv_init
+from swinv2_jax.models.swin_transformer_v2 import SwinTransformerV2
 
 LOSS_EPS = 1e-5            # official: sum(m) + 1e-5
 NORM_TARGET_EPS = 1e-6     # official: (var + 1e-6) ** 0.5
