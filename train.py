@@ -13,12 +13,20 @@ Several processes (hosts) train one model with `jax.distributed`; each runs this
   python train.py --coordinator_address=host0:1234 --num_processes=2 --process_id=1 --workdir W ...
 
 Each process feeds its own slice of the global batch; only process 0 writes metrics and logs.
+On a terminal, process 0 shows one progress bar; every run ends with a summary (final metrics,
+wall time, where the checkpoints and TensorBoard files are).
 """
 import os
 import sys
+import time
 
-from absl import app, flags, logging
-from ml_collections import config_flags
+# Before TensorFlow and JAX load: their C++ start-up lines (CPU features, CUDA/TPU probing) are noise
+# here. A value already in the environment wins.
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')   # TensorFlow C++: errors only
+os.environ.setdefault('GRPC_VERBOSITY', 'ERROR')
+
+from absl import app, flags, logging  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'Directory for checkpoints, metrics.jsonl and TensorBoard files.')
@@ -58,24 +66,80 @@ def initialize_distributed() -> None:
                  jax.process_count(), jax.local_device_count(), jax.device_count())
 
 
+def quiet_start_up() -> None:
+    """JAX's INFO lines about the backends it could not start ("Unable to initialize backend
+    'tpu'", ...) and Orbax's per-checkpoint INFO lines stay out of the log; warnings still show."""
+    import logging as pylogging
+    for name in ('jax._src.xla_bridge', 'jax._src.distributed', 'absl.initialize_log'):
+        pylogging.getLogger(name).setLevel(pylogging.WARNING)
+    from swinv2_jax.train.metrics import quiet_library_logs
+    quiet_library_logs()
+
+
+def import_tensorflow():
+    """`import tensorflow`, its C++ start-up notices hidden: they are written to file descriptor 2
+    while its libraries load, before TF_CPP_MIN_LOG_LEVEL is read (TF_CPP_MIN_LOG_LEVEL=0 shows them).
+    An import error still raises, with its message."""
+    if os.environ.get('TF_CPP_MIN_LOG_LEVEL') == '0' or 'tensorflow' in sys.modules:
+        import tensorflow
+        return tensorflow
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        import tensorflow
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+    return tensorflow
+
+
+def summary(workdir: str, seconds: float) -> str:
+    """The closing lines: the last training and evaluation metrics, the wall time, where things are."""
+    from swinv2_jax.train import checkpointing, metrics
+    records = metrics.read_metrics(workdir)
+    train = next((r for r in reversed(records) if 'loss' in r and 'lr' in r), None)
+    evals = next((r for r in reversed(records) if any(k.startswith('eval_') for k in r)), None)
+    total = next((r['total_steps'] for r in records if 'total_steps' in r), None)
+
+    def fmt(r, keys):
+        return ', '.join(f'{k}={r[k]:.4g}' if isinstance(r[k], float) else f'{k}={r[k]}' for k in keys if k in r)
+    lines = [f'done in {seconds:.1f} s']
+    if train is not None:
+        lines.append(f'  step {train["step"]}/{total or "?"}: ' + fmt(train, ('loss', 'lr', 'images_per_sec')))
+    if evals is not None:
+        keys = [k for k in evals if k != 'step' and not k.endswith(('_seconds', '_examples'))]
+        lines.append(f'  eval at step {evals["step"]}: ' + fmt(evals, keys))
+    directory = checkpointing.checkpoint_dir(workdir)
+    steps = [int(d) for d in os.listdir(directory) if d.isdigit()] if os.path.isdir(directory) else []
+    lines.append(f'  checkpoints: {directory}' + (f' (latest step {max(steps)})' if steps else ' (none)'))
+    lines.append(f'  metrics: {os.path.join(workdir, metrics.METRICS_FILE)}; '
+                 f'TensorBoard: tensorboard --logdir {workdir}')
+    return '\n'.join(lines)
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+    quiet_start_up()
     initialize_distributed()
     # TensorFlow only feeds the input pipeline: keep it off the accelerators.
-    import tensorflow as tf
+    tf = import_tensorflow()
     tf.config.set_visible_devices([], 'GPU')
 
+    import jax
     from swinv2_jax.train import NonFiniteLossError, train_and_evaluate
-    from swinv2_jax.train.metrics import quiet_library_logs
-    quiet_library_logs()
     logging.info('config:\n%s', FLAGS.config)
+    workdir, t0 = os.path.abspath(FLAGS.workdir), time.perf_counter()
     try:
-        train_and_evaluate(FLAGS.config, FLAGS.workdir)
+        train_and_evaluate(FLAGS.config, workdir)
     except NonFiniteLossError as e:
         logging.error('%s', e)
         print(f'error: {e}', file=sys.stderr)
         return 1
+    if jax.process_index() == 0:
+        print(summary(workdir, time.perf_counter() - t0), flush=True)
     return 0
 
 

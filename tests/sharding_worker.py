@@ -107,12 +107,6 @@ class FakeData:
             yield {'image': np.pad(image, ((0, pad), (0, 0), (0, 0), (0, 0))), 'label': np.pad(label, (0, pad)),
                    'mask': np.pad(np.ones(len(label), np.float32), (0, pad))}
 
-    @staticmethod
-    def mix(rng, images, labels, num_classes, aug):
-        import jax
-        ls = float(aug.label_smoothing)
-        return images, jax.nn.one_hot(labels, num_classes) * (1 - ls) + ls / num_classes
-
 
 def use_fake_data():
     from swinv2_jax.train import trainer

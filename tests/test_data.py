@@ -1,4 +1,5 @@
-"""Input pipeline (swinv2_jax.data): transforms, Mixup/CutMix, determinism, sharding, datasets.
+"""Input pipeline (swinv2_jax.data): transforms, determinism, sharding, datasets; and Mixup/CutMix
+(swinv2_jax.train.mix, pure JAX, on the device side of the step).
 
 CPU only, about 30 s of CPU time on 2 cores: the embedded digits (built once, offline, into a
 temporary data_dir), a temporary folder of PNGs, and `tfds.testing.mock_data` for ImageNet and
@@ -19,6 +20,7 @@ tfds = pytest.importorskip('tensorflow_datasets')
 from swinv2_jax import data  # noqa: E402
 from swinv2_jax.data import digits as digits_lib  # noqa: E402
 from swinv2_jax.data import pipeline, transforms  # noqa: E402
+from swinv2_jax.train import mix as mix_lib  # noqa: E402
 
 MEAN, STD = pipeline.IMAGENET_MEAN, pipeline.IMAGENET_STD
 # Every augmentation of the recipe on (appendix A1); digits are 32x32.
@@ -195,7 +197,7 @@ def test_label_smoothing_only():
     labels = jnp.array([0, 3, 9, 3])
     images = jnp.ones((4, 8, 8, 3))
     aug = dict(mixup=0.0, cutmix=0.0, label_smoothing=0.1)
-    out, targets = data.mix(jax.random.PRNGKey(0), images, labels, 10, aug)
+    out, targets = mix_lib.mix(jax.random.PRNGKey(0), images, labels, 10, aug)
     np.testing.assert_array_equal(out, images)
     np.testing.assert_allclose(targets.sum(-1), 1.0, rtol=1e-6)
     np.testing.assert_allclose(targets.min(), 0.1 / 10, rtol=1e-6)
@@ -208,7 +210,7 @@ def test_mixup_cutmix_label_mass():
     # example i is the constant image i: a pixel tells where it came from
     images = jnp.broadcast_to(jnp.arange(batch, dtype=jnp.float32)[:, None, None, None],
                               (batch, 16, 24, 3))
-    mix = jax.jit(lambda rng: data.mix(rng, images, labels, num_classes, RECIPE))
+    mix = jax.jit(lambda rng: mix_lib.mix(rng, images, labels, num_classes, RECIPE))
     smoothing = RECIPE['label_smoothing']
     off = smoothing / num_classes
     kinds = set()
@@ -235,7 +237,7 @@ def test_mixup_cutmix_label_mass():
 
 def test_mix_prob_zero_keeps_images():
     images = jax.random.normal(jax.random.PRNGKey(1), (4, 8, 8, 3))
-    out, targets = data.mix(jax.random.PRNGKey(0), images, jnp.arange(4), 5,
+    out, targets = mix_lib.mix(jax.random.PRNGKey(0), images, jnp.arange(4), 5,
                             dict(RECIPE, mix_prob=0.0, label_smoothing=0.0))
     np.testing.assert_array_equal(out, images)
     np.testing.assert_array_equal(targets, np.eye(5)[:4])

@@ -329,11 +329,11 @@ def test_simmim_run_trains_evaluates_and_resumes(simmim_run, tmp_path, monkeypat
 
 
 def test_finetune_from_simmim_run_at_another_window(simmim_run, tmp_path):
-    from swinv2_jax.train import init_from, trainer
+    from swinv2_jax.train import init_from, objectives, trainer
     workdir, pre = simmim_run
     c = load_config('simmim_digits_finetune', 'runlocal')       # window 2 (pre-training: 4)
     c.init_from = workdir
-    model = trainer.build_model(c, 10)
+    model = objectives.build_model(c, 10)
     assert model.window_size[0] == (2, 2) and model.num_classes == 10
     target = zeros_params(model)
     params, report = init_from.load_pretrained(workdir, model, target)
@@ -345,7 +345,7 @@ def test_finetune_from_simmim_run_at_another_window(simmim_run, tmp_path):
             np.testing.assert_array_equal(v, src['encoder/' + k], err_msg=k)
     assert len(got) == len([k for k in src if k.startswith('encoder/')]) - 1 + 2   # - mask token + head
     # continued pre-training: a SimMIM model takes all of a SimMIM run or file
-    mim = trainer.build_model(_digits_simmim_config(), 10)
+    mim = objectives.build_model(_digits_simmim_config(), 10)
     mim_target = zeros_params(mim)
     from safetensors.numpy import save_file
     save_file(export_simmim_weights({'params': pre.params}, mim, 'simmim'), str(tmp_path / 'mim.safetensors'))
@@ -380,7 +380,8 @@ def test_official_pretrain_config_runs_under_mock_imagenet(tmp_path):
 # ----------------------------------------------------------------------------------------------
 
 def test_configs_load_and_official_values():
-    from swinv2_jax.train import simmim as simmim_objective, trainer
+    from swinv2_jax.train import objectives
+    from swinv2_jax.train.objectives import simmim as simmim_objective
     pre = load_config('simmim_pretrain', 'base')
     assert pre.objective == 'simmim' and pre.model == 'swinv2_base_window12_192'
     assert (pre.simmim.mask_patch_size, pre.simmim.mask_ratio, pre.simmim.norm_target_window) == (32, 0.6, 47)
@@ -389,7 +390,7 @@ def test_configs_load_and_official_values():
     model = simmim_objective.build_model(pre)
     assert model.img_size == (192, 192) and model.stride == 32 and model.encoder.window_size[0] == (12, 12)
     ft = load_config('simmim_finetune', 'base')
-    clf = trainer.build_model(ft, 1000)
+    clf = objectives.build_model(ft, 1000)
     assert clf.img_size == (224, 224) and clf.window_size[0] == (14, 14) and clf.window_size[3] == (14, 14)
     assert clf.pretrained_window_sizes == ((12, 12), (12, 12), (12, 12), (6, 6))
     assert ft.optim.layer_decay == 0.75 and ft.init_from_required
@@ -399,7 +400,7 @@ def test_configs_load_and_official_values():
         load_config(name, arg)
     assert not load_config('simmim_digits_finetune', 'scratch').init_from_required
     with pytest.raises(ValueError, match='unknown objective'):
-        trainer.build_model(ml_collections.ConfigDict(dict(objective='mae')), 10)
+        objectives.build_model(ml_collections.ConfigDict(dict(objective='mae')), 10)
     bad = load_config('simmim_digits', 'runlocal')
     bad.simmim.mask_patch_size = 6
     with pytest.raises(ValueError, match='not a multiple of the model patch size 4'):

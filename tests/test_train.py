@@ -24,7 +24,9 @@ import pytest
 from flax import traverse_util
 
 from swinv2_jax.models import create_model
-from swinv2_jax.train import checkpointing, config_lib, init_from, metrics, optim, sharding, trainer
+from swinv2_jax.train import (checkpointing, common, config_lib, init_from, metrics, objectives, optim, sharding,
+                              trainer)
+from swinv2_jax.train.objectives import classification
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -88,11 +90,6 @@ class FakeData:
             pad = local_batch_size - len(label)
             yield {'image': np.pad(image, ((0, pad), (0, 0), (0, 0), (0, 0))), 'label': np.pad(label, (0, pad)),
                    'mask': np.pad(np.ones(len(label), np.float32), (0, pad))}
-
-    @staticmethod
-    def mix(rng, images, labels, num_classes, aug):
-        ls = float(aug.label_smoothing)
-        return images, jax.nn.one_hot(labels, num_classes) * (1 - ls) + ls / num_classes
 
 
 TINY = dict(img_size=16, patch_size=4, embed_dim=8, depths=(1, 1), num_heads=(1, 2), window_size=2,
@@ -274,9 +271,9 @@ def test_grad_accumulation_equals_big_batch():
     def run(k, batches):
         c.grad_accum_steps = k
         tx, sched = optim.make_optimizer(c, params, model.depths, 10, 1, 8)
-        state = trainer.TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
-        step = jax.jit(lambda s, b: trainer.train_step(s, b, model=model, tx=tx, schedule=sched, mix_fn=mix,
-                                                       seed=0, grad_accum_steps=k, ema_decay=0.0))
+        state = common.TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
+        step = jax.jit(lambda s, b: classification.train_step(
+            s, b, model=model, tx=tx, schedule=sched, mix_fn=mix, seed=0, grad_accum_steps=k, ema_decay=0.0))
         for b in batches:
             state, _ = step(state, b)
         return flat_params(state)
@@ -426,13 +423,13 @@ def test_configs_load_with_every_arg():
                        ('imagenet1k_finetune', ['base_256', 'base_384', 'large_256', 'large_384', 'base_256,runlocal'])]:
         for arg in args:
             c = load_config(name, arg)
-            model = trainer.build_model(c, 10)          # the names and overrides resolve
+            model = objectives.build_model(c, 10)          # the names and overrides resolve
             assert model.num_classes == 10
     with pytest.raises(ValueError, match='variant'):
         load_config('imagenet1k_scratch', 'huge')
     ft = load_config('imagenet1k_finetune', 'large_384')
     assert ft.init_from_required and ft.aug.crop_pct == 1.0 and ft.optim.layer_decay == 0.9
-    m = trainer.build_model(ft, 1000)
+    m = objectives.build_model(ft, 1000)
     assert m.window_size[0] == (24, 24) and m.pretrained_window_sizes[0] == (12, 12) and m.img_size == (384, 384)
     a1 = load_config('imagenet1k_scratch', 'base')
     assert a1.model_overrides.drop_path_rate == 0.5 and a1.aug.mixup == 0.8 and a1.aug.cutmix == 1.0

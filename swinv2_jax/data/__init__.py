@@ -1,4 +1,5 @@
-"""Input pipeline for training: tensorflow-datasets in, numpy batches out; Mixup/CutMix in JAX.
+"""Input pipeline for training: tensorflow-datasets in, numpy batches out (Mixup/CutMix, pure JAX,
+are swinv2_jax.train.mix).
 
 The only package of swinv2_jax that imports TensorFlow. TensorFlow is told at import not to use
 any GPU, so that it never takes accelerator memory from JAX. The contract with the training loop
@@ -10,7 +11,6 @@ is docs/training_contract.md:
     for batch in data.eval_iterator(config, name, image_size, local_batch_size, process_index,
                                     process_count): ...
     names = data.eval_names(config)
-    images, targets = data.mix(rng, images, labels, num_classes, config.aug)   # on device
 """
 import warnings
 
@@ -25,9 +25,8 @@ except RuntimeError:  # TensorFlow had already initialised its devices: too late
                       'running any TensorFlow op')
 
 from swinv2_jax.data.digits import Digits  # noqa: E402  (registers the tfds dataset 'digits')
-from swinv2_jax.data.mix import mix, smooth_one_hot  # noqa: E402
 from swinv2_jax.data.pipeline import (DatasetInfo, dataset_info, eval_iterator,  # noqa: E402
                                       eval_names, steps_per_epoch, train_iterator)
 
-__all__ = ['DatasetInfo', 'Digits', 'dataset_info', 'eval_iterator', 'eval_names', 'mix',
-           'smooth_one_hot', 'steps_per_epoch', 'train_iterator']
+__all__ = ['DatasetInfo', 'Digits', 'dataset_info', 'eval_iterator', 'eval_names', 'steps_per_epoch',
+           'train_iterator']

@@ -1,8 +1,10 @@
-"""Training: `train_and_evaluate(config, workdir)` and its parts (optimizer, sharding, checkpoints,
-metrics, fine-tuning initialisation). TensorFlow is imported only by the input pipeline
-(swinv2_jax.data), on the first call that needs it; `config_lib` imports neither jax nor TF."""
+"""Training: `train_and_evaluate(config, workdir)` (trainer.py) and its parts: the shared step pieces
+(common.py), the objectives table (objectives/), optimizer, sharding, checkpoints, metrics,
+Mixup/CutMix (mix.py) and fine-tuning initialisation (init_from.py). TensorFlow is imported only by
+the input pipeline (swinv2_jax.data), on the first call that needs it; `config_lib` imports neither
+jax nor TF."""
 
-_LAZY = {'train_and_evaluate': 'trainer', 'TrainState': 'trainer', 'NonFiniteLossError': 'trainer'}
+_LAZY = {'train_and_evaluate': 'trainer', 'TrainState': 'common', 'NonFiniteLossError': 'trainer'}
 
 
 def __getattr__(name):

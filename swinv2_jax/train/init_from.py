@@ -1,12 +1,14 @@
 """Fine-tuning initialisation: pretrained parameters into a freshly initialised model.
 
-Sources (`config.init_from`):
+Sources (`config.init_from`) of a classifier:
 - a converted Orbax directory (`python -m swinv2_jax.convert ...`: config.json + variables/),
 - a PyTorch file (.pth/.pt/.bin/.safetensors; official, SimMIM, timm or Hugging Face names),
-- a training run of this project (its workdir, or its checkpoints/ directory); of a SimMIM run
-  (`objective='simmim'`) the encoder is taken, its mask token and decoder left out (and logged).
-A SimMIM target (continued pre-training, `objective='simmim'` with init_from) takes all of a
-SimMIM source instead: a SimMIM run, or an official SimMIM / Hugging Face file.
+- a training run of this project (its workdir, or its checkpoints/ directory), rebuilt from its
+  meta by its objective (swinv2_jax/train/objectives/); of a run of another objective the
+  objective's `backbone_params` are taken (of a SimMIM run: the encoder, its mask token and
+  decoder left out, and logged).
+A target of an objective with its own PyTorch files (`load_torch`: SimMIM, continued pre-training)
+takes all of a source of that objective instead: a run of it, or such a file.
 
 Every source is read at its own architecture (its class count included), then merged into the
 target's initial parameters by path:
@@ -14,7 +16,7 @@ target's initial parameters by path:
 - the classifier (`head/*`) is re-initialised when the class counts differ (or the source has no
   head), unless `head_map` gives the source class of each target class (the official 22K->1K
   fine-tune keeps the ImageNet-1K rows of the 22K head: `map22kto1k.txt`);
-- any other missing or mis-shaped leaf is an error listing them all: window and resolution
+- any other missing or mis-shaped leaf is an error listing them all (weights.tree_diff): window and resolution
   changes need nothing in the CPB modes (the position bias is the CPB network of the
   coordinates); a Swin V1 position bias table is first resized bicubically to the target's
   windows (its source window taken as square, as the official recipe does); so a mismatch
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from types import ModuleType
 from typing import Dict, List, Optional, Tuple
 
 import jax
@@ -34,8 +37,9 @@ from absl import logging
 from flax import traverse_util
 from flax.core import unfreeze
 
-from swinv2_jax.models import SwinTransformerV2, abstract_variables, model_from_fields
-from swinv2_jax.models.simmim import SimMIM
+from swinv2_jax.models import SwinTransformerV2, abstract_variables
+from swinv2_jax.train import objectives
+from swinv2_jax.weights import transfer, tree_diff
 
 Path = Tuple[str, ...]
 TORCH_SUFFIXES = ('.pth', '.pt', '.bin', '.safetensors')
@@ -61,10 +65,6 @@ class InitReport:
             lines.append('  head rows taken from the source classes named by init_head_map')
         lines.extend('  ' + line for line in self.resized)
         return '\n'.join(lines)
-
-
-def _name(path: Path) -> str:
-    return '/'.join(path)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -121,9 +121,8 @@ def read_source(path: str, model: SwinTransformerV2) -> Tuple[Dict, str]:
     workdir = _training_dir(path)
     if workdir is not None:
         params, meta = read_training_run(workdir)
-        if meta.get('objective') == 'simmim':
-            return simmim_encoder(params, path), 'simmim-training'
-        return params, 'training'
+        objective = objectives.for_meta(meta)
+        return objective.backbone_params(params, path), _training_kind(objective)
     raise ValueError(f'init_from: {path} is neither a converted checkpoint (config.json + variables/), '
                      f'a training run (checkpoints/) nor a PyTorch file')
 
@@ -135,50 +134,36 @@ def read_training_run(workdir: str) -> Tuple[Dict, Dict]:
     if ckpt.latest_step() is None:
         raise FileNotFoundError(f'init_from: the training run at {workdir} has no checkpoint yet')
     meta = ckpt.restore_meta()
-    if meta.get('objective') == 'simmim':
-        from swinv2_jax.train import simmim as simmim_objective
-        source_model = simmim_objective.model_from_meta(meta)
-    else:
-        source_model = model_from_fields(meta['model'])
+    source_model = objectives.for_meta(meta).model_from_meta(meta)
     abstract = abstract_variables(source_model)['params']
     params = unfreeze(jax.device_get(ckpt.restore_params(abstract)))
     ckpt.close()
     return params, meta
 
 
-def read_simmim_source(path: str, model: SimMIM) -> Tuple[Dict, str]:
-    """Continued SimMIM pre-training: encoder, mask token and decoder of a PyTorch SimMIM file
-    (official or Hugging Face) or of a SimMIM run of this project."""
+def _training_kind(objective: ModuleType) -> str:
+    """The report's kind of a training-run source: 'training' for a classifier, '<objective>-training'."""
+    return 'training' if objective.NAME == objectives.DEFAULT else f'{objective.NAME}-training'
+
+
+def read_own_objective_source(path: str, model, objective: ModuleType) -> Tuple[Dict, str]:
+    """Continued training of `objective` (SimMIM pre-training): all of a PyTorch file of its kind
+    (`objective.load_torch`) or of a run of this project with the same objective."""
     path = os.path.expanduser(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f'init_from: nothing at {path}')
     if os.path.isfile(path) and path.endswith(TORCH_SUFFIXES):
-        from swinv2_jax.convert_simmim import load_simmim_weights
-        return unfreeze(load_simmim_weights(path, model)['params']), 'torch'
+        return objective.load_torch(path, model), 'torch'
     workdir = _training_dir(path) if os.path.isdir(path) else None
     if workdir is not None:
         params, meta = read_training_run(workdir)
-        if meta.get('objective') != 'simmim':
-            raise ValueError(f'init_from {path}: a classification run; continued SimMIM pre-training starts '
-                             f'from a SimMIM run or an official SimMIM / Hugging Face '
-                             f'Swinv2ForMaskedImageModeling file')
-        return params, 'simmim-training'
-    raise ValueError(f'init_from: {path} is neither a PyTorch SimMIM checkpoint ({", ".join(TORCH_SUFFIXES)}) '
-                     f'nor a SimMIM training run (checkpoints/)')
-
-
-def simmim_encoder(params: Dict, source_name: str = '') -> Dict:
-    """The encoder of SimMIM parameters ({'encoder': ..., 'decoder': ...}) as classifier
-    parameters: `encoder/*` without the pre-training-only mask token; the decoder is dropped."""
-    if 'encoder' not in params:
-        raise ValueError(f'init_from {source_name}: a SimMIM run without encoder/ parameters '
-                         f'(top-level: {sorted(params)})')
-    encoder = dict(params['encoder'])
-    dropped = (['encoder/mask_token'] if encoder.pop('mask_token', None) is not None else []) + [
-        'decoder/' + '/'.join(p) for p in traverse_util.flatten_dict(params.get('decoder', {}))]
-    logging.info('init_from %s: a SimMIM run; taking its encoder, leaving out (pre-training only): %s',
-                 source_name, ', '.join(dropped) or 'nothing')
-    return encoder
+        source = objectives.for_meta(meta)
+        if source is not objective:
+            raise ValueError(f'init_from {path}: a {source.NAME} run; continued {objective.NAME} training starts '
+                             f'from a {objective.NAME} run or {objective.TORCH_FILES}')
+        return params, _training_kind(objective)
+    raise ValueError(f'init_from: {path} is neither {objective.TORCH_FILES} ({", ".join(TORCH_SUFFIXES)}) '
+                     f'nor a {objective.NAME} training run (checkpoints/)')
 
 
 # ----------------------------------------------------------------------------------------------
@@ -191,48 +176,46 @@ def read_head_map(path: str) -> np.ndarray:
         return np.asarray([int(line.split()[0]) for line in f if line.strip()], np.int64)
 
 
+def _is_head(name: str) -> bool:
+    return name.startswith('head/')
+
+
 def merge(target: Dict, source: Dict, head_map: Optional[np.ndarray] = None,
           source_name: str = '', kind: str = '') -> Tuple[Dict, InitReport]:
     """Target params with every matching source leaf transferred; see the module docstring."""
-    want = traverse_util.flatten_dict(unfreeze(target))
-    have = traverse_util.flatten_dict(unfreeze(source))
-    out, transferred, reinit, problems = {}, [], [], []
+    want, have = tree_diff.flatten(target), tree_diff.flatten(source)
+    diff = tree_diff.diff_trees(want, have, ignore=_is_head, given_word='source', expected_word='model')
+    body = tree_diff.TreeDiff(missing=[n for n in diff.missing if not _is_head(n)],
+                              unexpected=diff.unexpected,
+                              misshaped=[m for m in diff.misshaped if not _is_head(m)])
+    if body:
+        raise ValueError(body.message(f'init_from {source_name}: the source does not fit the model beyond its '
+                                      f'head (wrong model name or size?)'))
+    out, transferred, reinit = {}, [], []
     head_mapped = False
     for path, init in want.items():
-        src = have.get(path)
+        name, src = tree_diff.path_name(path), have.get(path)
         if src is not None and tuple(np.shape(src)) == tuple(np.shape(init)):
             out[path] = jnp.asarray(src, dtype=init.dtype)
-            transferred.append(_name(path))
-        elif path[0] == 'head':
-            if src is not None and head_map is not None:
-                if len(head_map) != init.shape[-1]:
-                    raise ValueError(f'init_head_map has {len(head_map)} entries for a {init.shape[-1]}-'
-                                     f'class head')
-                out[path] = jnp.asarray(np.take(np.asarray(src), head_map, axis=-1), dtype=init.dtype)
-                transferred.append(_name(path) + ' (mapped)')
-                head_mapped = True
-            else:
-                out[path] = init
-                why = 'absent in the source' if src is None else \
-                    f'source {list(np.shape(src))}, model {list(np.shape(init))}'
-                reinit.append(f'{_name(path)} ({why})')
+            transferred.append(name)
+        elif src is not None and head_map is not None:     # the head (the rest fits, checked above)
+            if len(head_map) != init.shape[-1]:
+                raise ValueError(f'init_head_map has {len(head_map)} entries for a {init.shape[-1]}-class head')
+            out[path] = jnp.asarray(np.take(np.asarray(src), head_map, axis=-1), dtype=init.dtype)
+            transferred.append(name + ' (mapped)')
+            head_mapped = True
         else:
             out[path] = init
-            problems.append(f'{_name(path)}: ' + ('missing in the source' if src is None else
-                            f'source {list(np.shape(src))}, model {list(np.shape(init))}'))
-    dropped = sorted(_name(p) for p in have if p not in want)
-    bad_drop = [d for d in dropped if not d.startswith('head/')]
-    if problems or bad_drop:
-        raise ValueError(f'init_from {source_name}: the source does not fit the model beyond its head '
-                         f'(wrong model name or size?):\n  ' + '\n  '.join(
-                             problems + [f'{d}: not in the model' for d in bad_drop]))
+            why = 'absent in the source' if src is None else \
+                f'source {list(np.shape(src))}, model {list(np.shape(init))}'
+            reinit.append(f'{name} ({why})')
+    dropped = sorted(tree_diff.path_name(p) for p in have if p not in want)
     report = InitReport(source_name, kind, transferred, reinit, dropped, head_mapped)
     return traverse_util.unflatten_dict(out), report
 
 
 def _resize_tables(source: Dict, model: SwinTransformerV2) -> Tuple[Dict, List[str]]:
     """The source with each V1 position bias table resized to `model`'s windows (no-op for CPB)."""
-    from swinv2_jax.weights import transfer
     flat = traverse_util.flatten_dict(unfreeze(source))
     shapes = {p: s.shape for p, s in traverse_util.flatten_dict(abstract_variables(model)['params']).items()}
     resized, lines = transfer.transfer_tables(flat, shapes, transfer.table_windows(model))
@@ -242,12 +225,13 @@ def _resize_tables(source: Dict, model: SwinTransformerV2) -> Tuple[Dict, List[s
     return traverse_util.unflatten_dict(flat), lines
 
 
-def load_pretrained(path: str, model: SwinTransformerV2, target_params: Dict,
+def load_pretrained(path: str, model, target_params: Dict,
                     head_map_path: str = '') -> Tuple[Dict, InitReport]:
     """(params for `model`, report): `target_params` (its initialisation) with the source merged in."""
-    if isinstance(model, SimMIM):      # objective 'simmim': continued pre-training
-        source, kind = read_simmim_source(path, model)
-        resized = []                   # a SimMIM encoder is V2: CPB, nothing to resize
+    objective = objectives.for_model(model)
+    if hasattr(objective, 'load_torch'):   # continued training of its own kind (SimMIM pre-training)
+        source, kind = read_own_objective_source(path, model, objective)
+        resized = []                       # a SimMIM encoder is V2: CPB, nothing to resize
     else:
         source, kind = read_source(path, model)
         source, resized = _resize_tables(source, model)
@@ -259,5 +243,5 @@ def load_pretrained(path: str, model: SwinTransformerV2, target_params: Dict,
     return params, report
 
 
-__all__ = ['InitReport', 'load_pretrained', 'merge', 'read_head_map', 'read_simmim_source', 'read_source',
-           'read_training_run', 'simmim_encoder']
+__all__ = ['InitReport', 'load_pretrained', 'merge', 'read_head_map', 'read_own_objective_source', 'read_source',
+           'read_training_run']

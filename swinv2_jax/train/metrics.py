@@ -1,5 +1,8 @@
 """Where the numbers go: DIR/metrics.jsonl, TensorBoard event files in DIR, a tqdm bar, the log.
 
+On a terminal, process 0 draws one progress bar (loss and lr on it) and prints evaluations above
+it; without a terminal (a log file, a pipe) the periodic training lines go to the absl log instead.
+
 - metrics.jsonl: one JSON object per line, each with `step`; evaluations carry `eval_top1` and
   `eval_top5` as fractions. A resumed run first drops the lines past the step it resumes from
   (they describe steps that are about to be redone), so the file reads as one run.
@@ -12,6 +15,7 @@ import json
 import math
 import os
 import socket
+import sys
 import time
 from typing import Any, Dict
 
@@ -103,7 +107,7 @@ class _TensorBoard:
 
 
 class MetricWriter:
-    """metrics.jsonl + TensorBoard + progress bar. A no-op except on process 0."""
+    """metrics.jsonl + TensorBoard + progress bar. Writes nothing except on process 0."""
 
     def __init__(self, workdir: str, total_steps: int, initial_step: int = 0,
                  tensorboard: bool = True, progress: bool = True):
@@ -122,10 +126,10 @@ class MetricWriter:
                 self._tb = _TensorBoard(workdir)
             except Exception as e:  # TensorBoard is a convenience: never fail a run for it
                 logging.warning('no TensorBoard event files (%s: %s)', type(e).__name__, e)
-        if progress:
+        if progress and sys.stderr.isatty():   # a bar in a log file is one endless line
             from tqdm import tqdm
             self._bar = tqdm(total=total_steps, initial=initial_step, unit='step', dynamic_ncols=True,
-                             smoothing=0.1, mininterval=1.0)
+                             smoothing=0.1, mininterval=1.0, file=sys.stderr)
 
     def write(self, step: int, metrics: Dict[str, Any]) -> None:
         if not self.enabled:
@@ -138,6 +142,14 @@ class MetricWriter:
                        if k != 'step' and isinstance(v, (int, float)) and math.isfinite(v)}
             self._tb.scalars(int(step), scalars)
             self._tb.flush()
+
+    def log(self, line: str, shown_by_bar: bool = False) -> None:
+        """A line of the run's story: printed above the progress bar when one is drawn (left out when
+        the bar already shows it: the periodic training lines), else to the absl log."""
+        if self._bar is None:
+            logging.info('%s', line)
+        elif not shown_by_bar:
+            self._bar.write(line, file=sys.stderr)
 
     def progress(self, step: int, **postfix) -> None:
         if self._bar is None:
@@ -198,13 +210,18 @@ class Meter:
         return self._n
 
 
+QUIET_LIBRARIES = ('orbax', 'tensorflow_datasets')
+
+
 def quiet_library_logs() -> None:
-    """Keep Orbax's INFO lines (a dozen per checkpoint) out of the absl log; warnings still show."""
+    """Keep the INFO lines of Orbax (a dozen per checkpoint) and tensorflow_datasets (three per
+    evaluation) out of the absl log; their warnings still show."""
     import logging as pylogging
 
     class _Filter(pylogging.Filter):
         def filter(self, record):
-            return record.levelno >= pylogging.WARNING or 'orbax' not in record.pathname
+            return record.levelno >= pylogging.WARNING or not any(
+                name in record.pathname for name in QUIET_LIBRARIES)
 
     handler = logging.get_absl_handler()
     if not any(isinstance(f, _Filter) for f in handler.filters):
