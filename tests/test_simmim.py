@@ -1,4 +1,4 @@
-"""SimMIM (issue 9): model parity with Hugging Face, the loss and target, the mask generator and
+"""SimMIM: model parity with Hugging Face, the loss and target, the mask generator and
 its place in the input pipeline, PyTorch checkpoints, and training / fine-tuning through train.py.
 
 Tiny models on CPU; the trainer runs use the embedded digits at 32x32 (configs/*:runlocal).

@@ -32,7 +32,8 @@ from swinv2_jax.train import common, config_lib
 
 NAME = 'simmim'
 MODEL_TYPE = SimMIM
-TORCH_FILES = 'an official SimMIM / Hugging Face Swinv2ForMaskedImageModeling file'   # for init_from errors
+# what load_torch reads, as init_from's errors name it
+TORCH_FILES = 'an official SimMIM / Hugging Face Swinv2ForMaskedImageModeling file'
 
 
 def build_model(config: ml_collections.ConfigDict, num_classes: int = 0) -> SimMIM:
