@@ -48,7 +48,7 @@ TORCH_SUFFIXES = ('.pth', '.pt', '.bin', '.safetensors')
 @dataclasses.dataclass
 class InitReport:
     source: str
-    kind: str                                   # 'converted', 'torch', 'training'
+    kind: str                                   # 'converted', 'torch', 'training', '<objective>-training'
     transferred: List[str]
     reinitialised: List[str]
     dropped: List[str]                          # source leaves with no place in the target
