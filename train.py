@@ -68,18 +68,18 @@ def initialize_distributed() -> None:
 
 def quiet_start_up() -> None:
     """JAX's INFO lines about the backends it could not start ("Unable to initialize backend
-    'tpu'", ...) and Orbax's per-checkpoint INFO lines stay out of the log; warnings still show."""
+    'tpu'", ...) and the INFO lines of Orbax and tensorflow_datasets stay out of the log; their
+    warnings still show."""
     import logging as pylogging
-    for name in ('jax._src.xla_bridge', 'jax._src.distributed', 'absl.initialize_log'):
-        pylogging.getLogger(name).setLevel(pylogging.WARNING)
+    pylogging.getLogger('jax._src.xla_bridge').setLevel(pylogging.WARNING)
     from swinv2_jax.train.metrics import quiet_library_logs
     quiet_library_logs()
 
 
 def import_tensorflow():
-    """`import tensorflow`, its C++ start-up notices hidden: they are written to file descriptor 2
-    while its libraries load, before TF_CPP_MIN_LOG_LEVEL is read (TF_CPP_MIN_LOG_LEVEL=0 shows them).
-    An import error still raises, with its message."""
+    """`import tensorflow`, its C++ start-up notices hidden (oneDNN, "All log messages before
+    absl::InitializeLog()"): its libraries write them to file descriptor 2 as they load, whatever
+    TF_CPP_MIN_LOG_LEVEL says (set it to 0 to see them). An import error still raises."""
     if os.environ.get('TF_CPP_MIN_LOG_LEVEL') == '0' or 'tensorflow' in sys.modules:
         import tensorflow
         return tensorflow
@@ -105,7 +105,7 @@ def summary(workdir: str, seconds: float) -> str:
 
     def fmt(r, keys):
         return ', '.join(f'{k}={r[k]:.4g}' if isinstance(r[k], float) else f'{k}={r[k]}' for k in keys if k in r)
-    lines = [f'done in {seconds:.1f} s']
+    lines = [f'done in {seconds:.1f} s (wall time)']
     if train is not None:
         lines.append(f'  step {train["step"]}/{total or "?"}: ' + fmt(train, ('loss', 'lr', 'images_per_sec')))
     if evals is not None:
@@ -114,14 +114,14 @@ def summary(workdir: str, seconds: float) -> str:
     directory = checkpointing.checkpoint_dir(workdir)
     steps = [int(d) for d in os.listdir(directory) if d.isdigit()] if os.path.isdir(directory) else []
     lines.append(f'  checkpoints: {directory}' + (f' (latest step {max(steps)})' if steps else ' (none)'))
-    lines.append(f'  metrics: {os.path.join(workdir, metrics.METRICS_FILE)}; '
-                 f'TensorBoard: tensorboard --logdir {workdir}')
+    lines.append(f'  metrics: {os.path.join(workdir, metrics.METRICS_FILE)}; TensorBoard event files: {workdir}')
     return '\n'.join(lines)
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+    t0 = time.perf_counter()
     quiet_start_up()
     initialize_distributed()
     # TensorFlow only feeds the input pipeline: keep it off the accelerators.
@@ -131,7 +131,7 @@ def main(argv):
     import jax
     from swinv2_jax.train import NonFiniteLossError, train_and_evaluate
     logging.info('config:\n%s', FLAGS.config)
-    workdir, t0 = os.path.abspath(FLAGS.workdir), time.perf_counter()
+    workdir = os.path.abspath(FLAGS.workdir)
     try:
         train_and_evaluate(FLAGS.config, workdir)
     except NonFiniteLossError as e:

@@ -39,7 +39,7 @@ from flax.core import unfreeze
 
 from swinv2_jax.models import SwinTransformerV2, abstract_variables
 from swinv2_jax.train import objectives
-from swinv2_jax.weights import transfer, tree_diff
+from swinv2_jax.weights import torch_layouts, transfer, tree_diff
 
 Path = Tuple[str, ...]
 TORCH_SUFFIXES = ('.pth', '.pt', '.bin', '.safetensors')
@@ -88,17 +88,16 @@ def _training_dir(path: str) -> Optional[str]:
 
 def _read_torch(path: str, model: SwinTransformerV2) -> Tuple[Dict, Optional[int]]:
     """Source params from a PyTorch file, at the checkpoint's class count (None: no head)."""
-    from swinv2_jax import convert
-    sd = convert.read_state_dict(path)
-    layout, prefix = convert.detect_layout(sd)
+    sd = torch_layouts.read_state_dict(path)
+    layout, prefix = torch_layouts.detect_layout(sd)
     classes = None
-    for name in convert.torch_names(('head', 'bias'), layout, prefix):
+    for name in torch_layouts.torch_names(('head', 'bias'), layout, prefix):
         if name in sd:
             classes = int(sd[name].shape[0])
     source_model = model.clone(parent=None, num_classes=classes or 0)
-    params = convert.load_torch_weights(sd, source_model, layout=layout)['params']
+    params = torch_layouts.load_torch_weights(sd, source_model, layout=layout)['params']
     simmim_only = sorted(k for k in sd if k.endswith('mask_token') or k.startswith('decoder.'))
-    if simmim_only:  # convert.py leaves them out: they have no place in a classifier
+    if simmim_only:  # the classifier loader leaves them out: they have no place in a classifier
         logging.info('init_from %s: a SimMIM checkpoint; its encoder is used, not its %s', path,
                      ', '.join(simmim_only))
     return unfreeze(params), classes
@@ -115,7 +114,7 @@ def read_source(path: str, model: SwinTransformerV2) -> Tuple[Dict, str]:
                              f'({", ".join(TORCH_SUFFIXES)})')
         return _read_torch(path, model)[0], 'torch'
     if _is_converted(path):
-        from swinv2_jax.checkpoints import load_converted
+        from swinv2_jax.weights.converted import load_converted   # Orbax, only when used
         _, variables = load_converted(path)
         return unfreeze(variables['params']), 'converted'
     workdir = _training_dir(path)
@@ -216,12 +215,7 @@ def merge(target: Dict, source: Dict, head_map: Optional[np.ndarray] = None,
 
 def _resize_tables(source: Dict, model: SwinTransformerV2) -> Tuple[Dict, List[str]]:
     """The source with each V1 position bias table resized to `model`'s windows (no-op for CPB)."""
-    flat = traverse_util.flatten_dict(unfreeze(source))
-    shapes = {p: s.shape for p, s in traverse_util.flatten_dict(abstract_variables(model)['params']).items()}
-    resized, lines = transfer.transfer_tables(flat, shapes, transfer.table_windows(model))
-    if not resized:
-        return source, lines
-    flat.update(resized)
+    flat, lines = transfer.resize_tables(traverse_util.flatten_dict(unfreeze(source)), model)
     return traverse_util.unflatten_dict(flat), lines
 
 

@@ -29,6 +29,7 @@ from flax.core import unfreeze
 from swinv2_jax.models import create_model, model_fields, model_from_fields
 from swinv2_jax.models.simmim import SimMIM, create_simmim, expand_mask
 from swinv2_jax.train import common, config_lib
+from swinv2_jax.weights import simmim as weights_simmim
 
 NAME = 'simmim'
 MODEL_TYPE = SimMIM
@@ -129,8 +130,7 @@ def backbone_params(params: Dict, source_name: str = '') -> Dict:
 def load_torch(path: str, model: SimMIM) -> Dict:
     """All of an official SimMIM or Hugging Face Swinv2ForMaskedImageModeling file (continued
     pre-training)."""
-    from swinv2_jax.convert_simmim import load_simmim_weights
-    return unfreeze(load_simmim_weights(path, model)['params'])
+    return unfreeze(weights_simmim.load_simmim_weights(path, model)['params'])
 
 
 __all__ = ['MODEL_TYPE', 'NAME', 'TORCH_FILES', 'backbone_params', 'build_model', 'eval_metrics', 'eval_step', 'load_torch',
