@@ -18,7 +18,8 @@ Each row is one module with the same small interface (the trainer and init_from 
                                           file of the kind TORCH_FILES names, read by load_torch);
                                           without them, from classifier sources (init_from.py)
 
-A new objective is one module and one row below.
+The trainer also reads `img_size`, `in_chans` and `depths` (layer-wise lr decay ids) of the model
+and initialises it with `model.init(rng, images)`. A new objective is one module and one row below.
 """
 from __future__ import annotations
 

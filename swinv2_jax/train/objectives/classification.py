@@ -98,7 +98,8 @@ def model_from_meta(meta: Dict[str, Any]) -> SwinTransformerV2:
 
 
 def backbone_params(params: Dict, source_name: str = '') -> Dict:
-    """A classifier's params are a classifier's params: all of them (the head is merged by shape)."""
+    """What a classifier fine-tuned from a classification run takes: all of it (init_from then keeps
+    or re-initialises the head by its shape)."""
     del source_name
     return params
 
