@@ -257,7 +257,8 @@ class WindowAttention(nn.Module):
         b, nw, n, c = x.shape
         heads = self.num_heads
         if self.impl == 'cudnn':
-            checks.raise_cudnn_errors(dtype=self.dtype, head_dims=(c // heads,), tokens=(n,), training=not deterministic)
+            checks.raise_cudnn_errors(dtype=self.dtype, head_dims=(c // heads,), tokens=(n,),
+                                      training=not deterministic)
         layout, core = attention_impl(self.impl)
         fused_bias = self.switches.qkv_bias == 'qkv'
         qkv = QKVProjection(dim=c, num_heads=heads, fused_bias=fused_bias, layout=layout, dtype=self.dtype,
