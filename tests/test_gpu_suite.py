@@ -63,3 +63,22 @@ def test_markdown_table():
     assert '| m | 4 | train | jax_default | 150.0 [140.0-160.0] | 1.50x | 450 | 45.0% |' in text
     assert '| m | 4 | train | timm_eager | 100.0 [90.0-110.0] | 1.00x | 300 | 30.0% |' in text
     assert '| m | 4 | train | jax_cudnn | n/a: ValueError: needs / bf16 |  |  |  |' in text
+
+
+def test_dry_run_writes_the_json_and_the_table(tmp_path):
+    """The whole pipeline on the CPU (both framework processes, one forward row each): the default
+    core and timm eager measured, the cuDNN core reported as not applicable, with its reason."""
+    import json
+    import subprocess
+    script = os.path.join(os.path.dirname(gpu_suite.__file__), 'gpu_suite.py')
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(script)))
+    subprocess.run([sys.executable, script, '--dry-run', '--out', str(tmp_path), '--modes', 'forward',
+                    '--repeats', '1', '--iters', '1', '--warmup', '0'], check=True, env=env, timeout=600,
+                   capture_output=True)
+    report = json.loads((tmp_path / 'gpu_suite.json').read_text())
+    rows = {r['contender']: r for r in report['rows']}
+    assert set(rows) == {'jax_default', 'jax_cudnn', 'timm_eager'}
+    assert rows['jax_default']['images_per_s']['median'] > 0 and rows['timm_eager']['images_per_s']['median'] > 0
+    assert 'NVIDIA GPU' in rows['jax_cudnn']['error']
+    assert rows['jax_default']['model_tflops_per_s'] > 0 and report['model_flops_per_image']
+    assert '| jax_default |' in (tmp_path / 'gpu_suite.md').read_text()
