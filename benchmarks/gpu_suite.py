@@ -323,6 +323,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--iters', type=int, default=10, help='calls per round')
     p.add_argument('--warmup', type=int, default=3, help='untimed calls after the first')
     p.add_argument('--modes', default='forward,train')
+    p.add_argument('--cases', default=None,
+                   help='comma-separated model names of CASES to run (default: all), e.g. swinv2_tiny_window8_256')
     p.add_argument('--no-compile', action='store_true', help='no timm_compile rows')
     p.add_argument('--budget-s', type=float, default=420.0,
                    help='torch rows not started after this many seconds are skipped (the run must end '
@@ -340,6 +342,12 @@ def main(argv=None) -> int:
     if any(m not in MODES for m in args.modes):
         raise SystemExit(f'--modes: choose from {",".join(MODES)}')
     cases, overrides = (DRY_RUN_CASES, DRY_RUN_OVERRIDES) if args.dry_run else (CASES, {})
+    if args.cases:
+        wanted = args.cases.split(',')
+        unknown = [c for c in wanted if c not in dict(cases)]
+        if unknown:
+            raise SystemExit(f'--cases: unknown {unknown}; choose from {",".join(dict(cases))}')
+        cases = tuple(c for c in cases if c[0] in wanted)
     if args.part:
         args.started = args.started or time.time()
         return part_main(args, cases, overrides)
