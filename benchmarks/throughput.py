@@ -19,9 +19,16 @@ contenders are timed alternately (jax, timm_eager, timm_compile, jax, ...) for -
 GFLOP/s uses the FLOPs of JAX's compiled executable (XLA cost analysis) for both sides, and is also
 given as a fraction of a matrix-product ceiling (a jitted `a @ b`) measured in the same run.
 
+That in-process mode is for profiling and the numerical check. `--isolate` is the comparison to
+quote: each contender in its own process with its own library defaults (no thread policy, thread
+count or precision flag set for torch; JAX with this project's forward compiler options), the
+processes started one after the other and kept idle while another is timed, then alternated
+round by round (jax, timm_eager, jax, timm_eager, ...), and the ratio of the medians reported.
+
 The last line printed is one JSON object with every number. Imports only jax/flax/optax/numpy/
 torch/timm and `swinv2_jax` (no TensorFlow). See benchmarks/README.md.
 
+    python benchmarks/throughput.py --isolate --model swinv2_tiny_window8_256 --batch 8 --no-compile
     python benchmarks/throughput.py --model swinv2_tiny_window8_256 --batch 8
     python benchmarks/throughput.py --batch 2 --repeats 2 --iters 1 --no-compile \
         --override embed_dim=32 --override 'depths=(1,1,1,1)' --override 'num_heads=(1,2,4,8)'
@@ -33,7 +40,9 @@ import dataclasses
 import gc
 import json
 import os
+import shlex
 import statistics
+import subprocess
 import sys
 import time
 import traceback
@@ -144,6 +153,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--torch-threads', type=int, default=None,
                    help='torch CPU threads (default: os.cpu_count()); JAX uses all cores')
     p.add_argument('--json-only', action='store_true', help='print only the final JSON line')
+    p.add_argument('--isolate', action='store_true',
+                   help='each contender in its own process with its own defaults, alternated round by '
+                        'round (the figure to quote); without it, one process (for profiling)')
+    p.add_argument('--worker', choices=CONTENDERS, default=None, help=argparse.SUPPRESS)
     p.add_argument('--override', action='append', default=[], type=override_arg, metavar='KEY=VALUE',
                    help='create_model override (value via ast.literal_eval), applied to both sides; '
                         'repeatable, e.g. --override embed_dim=32 --override "depths=(1,1,1,1)"')
@@ -162,6 +175,8 @@ def parse_args(argv=None) -> Tuple[argparse.Namespace, List[str], Dict[str, Any]
     overrides = dict(args.override)
     if 'dtype' in overrides:
         raise SystemExit('pass the computation dtype with --dtype, not --override dtype=...')
+    if args.isolate and args.torch_threads:
+        raise SystemExit('--isolate runs torch with its own thread count; drop --torch-threads')
     return args, modes, overrides
 
 
@@ -654,8 +669,270 @@ def format_table(rep: Dict[str, Any]) -> str:
     return '\n'.join(lines)
 
 
+# ----------------------------------------------------------------------------------------------
+# --isolate: one process per contender, alternated
+# ----------------------------------------------------------------------------------------------
+
+PROTOCOL = '@@ '  # a worker's replies on stdout start with this; anything else there is ignored
+# Pause before each handover: a contender's idle worker threads (torch's OpenMP pool, XLA's) spin
+# for a moment after their last call before they sleep; they must not spin into the other's round.
+SETTLE_S = 0.5
+
+
+def reply(obj: Dict[str, Any]) -> None:
+    print(PROTOCOL + json.dumps(obj, default=jsonable), flush=True)
+
+
+def worker_jax(run: Run, mode: str):
+    """(call, sync, facts) of this project's contender, built alone in this process."""
+    import jax
+    import jax.numpy as jnp
+
+    from swinv2_jax import create_model
+    from swinv2_jax.models.registry import resolve_name
+
+    run.jax_backend = jax.default_backend()
+    run.device_name = jax_device_label(run)
+    run.name = resolve_name(run.args.model)
+    run.jax_overrides = dict(run.overrides, drop_path_rate=0.0)
+    run.model = create_model(run.name, **dict(run.jax_overrides, dtype=jnp.bfloat16 if run.bf16 else jnp.float32))
+    x_np, y_np = inputs(run)
+    run.x_jax, run.y_jax = jax.device_put(jnp.asarray(x_np)), jax.device_put(jnp.asarray(y_np))
+    run.variables = {'params': jax.jit(run.model.init)(jax.random.PRNGKey(0), run.x_jax[:1])['params']}
+    run.modes = [mode]
+    compile_jax(run)
+    call, sync = jax_call(run, mode)
+    return call, sync, {'compile_s': run.jax_compile_s[mode], 'flops_per_image': run.flops[mode] / run.args.batch,
+                        'flops_source': run.flops_source[mode], 'forward_compiler_options': run.fwd_options}
+
+
+def worker_timm(run: Run, mode: str, compiled: bool):
+    """(call, sync, facts) of timm eager or under torch.compile, with torch's defaults untouched."""
+    import torch
+    import timm
+
+    from swinv2_jax.models.registry import resolve_name
+
+    run.name = resolve_name(run.args.model)
+    run.on_gpu = torch.cuda.is_available()
+    run.tdev = torch.device('cuda' if run.on_gpu else 'cpu')
+    run.device_name = torch.cuda.get_device_name(0) if run.on_gpu else f'cpu: {cpu_name()}'
+    torch.manual_seed(0)
+    timm_kwargs = {TIMM_KEYS[k]: v for k, v in run.overrides.items() if k in TIMM_KEYS}
+    run.tmodel = timm.create_model(run.name, pretrained=False, drop_path_rate=0.0, **timm_kwargs).to(run.tdev)
+    run.tmodel.train(mode == 'train')
+    run.topt = torch.optim.AdamW(run.tmodel.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
+    x_np, y_np = inputs(run)
+    run.x_t = torch.from_numpy(x_np.transpose(0, 3, 1, 2).copy()).to(run.tdev)
+    run.y_t = torch.from_numpy(y_np.astype(np.int64)).to(run.tdev)
+    net = torch.compile(run.tmodel, mode=run.args.compile_mode) if compiled else run.tmodel
+    call, sync = torch_call(run, mode, net)
+    return call, sync, {'torch_threads': torch.get_num_threads(), 'compile_mode': run.args.compile_mode}
+
+
+def jax_device_label(run: Run) -> str:
+    import jax
+    return jax.devices()[0].device_kind if run.jax_backend != 'cpu' else f'cpu: {cpu_name()}'
+
+
+def inputs(run: Run) -> Tuple[np.ndarray, np.ndarray]:
+    """The images and labels every contender gets (the same seed in every process)."""
+    from swinv2_jax.models.registry import model_config, resolve_name
+    cfg = model_config(resolve_name(run.args.model), **run.overrides)
+    h, w = (cfg['img_size'],) * 2 if isinstance(cfg['img_size'], int) else cfg['img_size']
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((run.args.batch, h, w, int(cfg.get('in_chans', 3))), dtype=np.float32)
+    return x, rng.integers(0, max(int(cfg['num_classes']), 1), size=(run.args.batch,)).astype(np.int32)
+
+
+def serve(args, modes, overrides) -> int:
+    """A worker: build and warm up one contender in one mode, reply 'ready', then time `--iters`
+    calls for each 'run' line on stdin until 'quit'."""
+    run = Run(args=args, modes=modes, overrides=overrides, bf16=args.dtype == 'bfloat16')
+    mode, who = modes[0], args.worker
+    try:
+        if who == 'jax':
+            call, sync, facts = worker_jax(run, mode)
+        else:
+            call, sync, facts = worker_timm(run, mode, compiled=who == 'timm_compile')
+        t0 = time.perf_counter()
+        sync(call())
+        facts['first_call_s'] = time.perf_counter() - t0
+        for _ in range(args.warmup):
+            sync(call())
+    except Exception as exc:  # noqa: BLE001 - reported to the driver, which goes on without it
+        traceback.print_exc(file=sys.stderr)
+        reply({'error': short_error(exc)})
+        return 1
+    gc.collect()
+    reply(dict(facts, ready=True, device=run.device_name, pid=os.getpid()))
+    for line in sys.stdin:
+        if line.strip() != 'run':
+            break
+        reply({'seconds': timed(call, sync, args.iters)})
+    return 0
+
+
+def worker_env(who: str) -> Dict[str, str]:
+    """The environment a worker starts with: the caller's, less the thread policy this script sets
+    in its in-process mode; JAX's worker does not preallocate GPU memory (torch's shares the GPU)."""
+    env = dict(os.environ)
+    env.pop('OMP_WAIT_POLICY', None)
+    if who == 'jax':
+        env['XLA_PYTHON_CLIENT_PREALLOCATE'] = 'false'
+    return env
+
+
+class Worker:
+    """A contender's process: started and warmed up alone, then told to run a round at a time."""
+
+    def __init__(self, who: str, mode: str, argv: List[str], quiet: bool):
+        cmd = [sys.executable, os.path.abspath(__file__), *argv, '--worker', who, '--modes', mode]
+        log(f'{mode}: starting {who} ({shlex.join(cmd[1:])})', quiet)
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=worker_env(who),
+                                     text=True, bufsize=1)
+        self.info = self.read()
+
+    def read(self) -> Dict[str, Any]:
+        for line in self.proc.stdout:
+            if line.startswith(PROTOCOL):
+                return json.loads(line[len(PROTOCOL):])
+        return {'error': f'the worker exited (code {self.proc.wait()}) without replying; see stderr'}
+
+    def run(self) -> float:
+        time.sleep(SETTLE_S)
+        self.proc.stdin.write('run\n')
+        self.proc.stdin.flush()
+        out = self.read()
+        if 'seconds' not in out:
+            raise RuntimeError(out.get('error', out))
+        return out['seconds']
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.stdin.write('quit\n')
+            self.proc.stdin.close()
+            self.proc.wait()
+
+
+def worker_argv(argv: List[str]) -> List[str]:
+    """The command line minus what the driver decides per worker (--isolate, --modes)."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == '--isolate':
+            continue
+        elif a == '--modes':
+            skip = True
+        elif not a.startswith('--modes='):
+            out.append(a)
+    return out
+
+
+def isolated_mode(args, mode: str, argv: List[str]) -> Dict[str, Any]:
+    """One mode: the workers started in turn, then --repeats rounds of jax, timm_eager[, timm_compile]."""
+    contenders = ['jax', 'timm_eager'] + ([] if args.no_compile else ['timm_compile'])
+    workers: Dict[str, Worker] = {}
+    res: Dict[str, Dict[str, Any]] = {}
+    try:
+        for who in contenders:
+            w = Worker(who, mode, argv, args.json_only)
+            res[who] = dict(w.info)
+            if 'error' in w.info:
+                log(f'  {who} failed: {w.info["error"]}', args.json_only)
+                w.close()
+            else:
+                workers[who] = w
+        rates: Dict[str, List[float]] = {k: [] for k in workers}
+        for r in range(args.repeats):
+            for who, w in workers.items():
+                rates[who].append(args.batch * args.iters / w.run())
+            log(f'  {mode} round {r + 1}/{args.repeats}: '
+                + ', '.join(f'{k} {v[-1]:.2f} img/s' for k, v in rates.items()), args.json_only)
+    finally:
+        for w in workers.values():
+            w.close()
+    f_img = res.get('jax', {}).get('flops_per_image')
+    for who, v in rates.items():
+        res[who].update(images_per_s=summary(v), per_round_images_per_s=v)
+        if f_img:
+            res[who]['gflops'] = f_img * res[who]['images_per_s']['median'] / 1e9
+    ratios: Dict[str, Optional[float]] = {}
+    for other in ('timm_eager', 'timm_compile'):
+        ok = 'jax' in rates and other in rates
+        ratios[f'jax_vs_{other}'] = (statistics.median(rates['jax']) / statistics.median(rates[other])
+                                     if ok else None)
+        if ok:
+            ratios[f'jax_vs_{other}_paired_median'] = statistics.median(
+                a / c for a, c in zip(rates['jax'], rates[other]))
+    return {'results': res, 'ratios': ratios}
+
+
+def isolated_report(args, modes, overrides, argv) -> Dict[str, Any]:
+    per_mode = {m: isolated_mode(args, m, worker_argv(argv)) for m in modes}
+    return {
+        'isolated': True,
+        'command': 'python benchmarks/throughput.py ' + shlex.join(argv),
+        'model': args.model, 'overrides': {k: jsonable(v) for k, v in overrides.items()},
+        'batch': args.batch, 'dtype': args.dtype, 'repeats': args.repeats, 'iters': args.iters,
+        'warmup': args.warmup, 'modes': modes, 'cpu': cpu_info(),
+        'versions': versions('jax', 'jaxlib', 'flax', 'optax', 'torch', 'timm', 'numpy'),
+        'env': {'caller_OMP_WAIT_POLICY_removed': os.environ.get('OMP_WAIT_POLICY'),
+                'XLA_FLAGS': os.environ.get('XLA_FLAGS'), 'cpu_count': os.cpu_count()},
+        'results': {m: v['results'] for m, v in per_mode.items()},
+        'ratios': {m: v['ratios'] for m, v in per_mode.items()},
+    }
+
+
+def format_isolated(rep: Dict[str, Any]) -> str:
+    """One row per contender and mode, each naming the device (a CPU with its vector extensions)."""
+    cpu = rep['cpu']
+    cpu_label = f"{cpu['model']} ({cpu['cores']} cores; {' '.join(cpu['vector_extensions']) or 'no listed extensions'})"
+    ov = ' '.join(f'{k}={v}' for k, v in rep['overrides'].items())
+    lines = [f"SwinV2 throughput, one process per contender: {rep['model']}{' (' + ov + ')' if ov else ''}, "
+             f"batch {rep['batch']}, {rep['dtype']}, median of {rep['repeats']} alternated rounds of "
+             f"{rep['iters']} calls", f"command: {rep['command']}", '']
+    head = ('mode', 'contender', 'images/s median [min-max]', 'vs timm eager', 'GFLOP/s', 'device', 'settings')
+    rows = []
+    for mode, res in rep['results'].items():
+        for who in CONTENDERS:
+            e = res.get(who)
+            if e is None:
+                continue
+            device = cpu_label if str(e.get('device', 'cpu')).startswith('cpu') else e.get('device', '')
+            if 'images_per_s' not in e:
+                rows.append((mode, who, 'n/a: ' + str(e.get('error', ''))[:70], '', '', device, ''))
+                continue
+            s = e['images_per_s']
+            settings = (f"torch threads {e['torch_threads']}" if 'torch_threads' in e
+                        else f"XLA forward options {e.get('forward_compiler_options') or 'default'}"
+                        if mode == 'forward' else 'XLA defaults')
+            eager = res.get('timm_eager', {}).get('images_per_s', {}).get('median')
+            rows.append((mode, who, f"{s['median']:.2f} [{s['min']:.2f}-{s['max']:.2f}]",
+                         f"{s['median'] / eager:.2f}x" if eager else '',
+                         f"{e['gflops']:.1f}" if 'gflops' in e else '', device, settings))
+    widths = [max(len(str(r[i])) for r in rows + [head]) for i in range(len(head))]
+    fmt = '  '.join('{:<%d}' % wd for wd in widths)
+    lines += [fmt.format(*head), '  '.join('-' * wd for wd in widths)] + [fmt.format(*r) for r in rows] + ['']
+    for mode, r in rep['ratios'].items():
+        parts = [f'{k} = {v:.3f}' for k, v in r.items() if v is not None]
+        if parts:
+            lines.append(f'{mode}: ' + ', '.join(parts))
+    return '\n'.join(lines)
+
+
 def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args, modes, overrides = parse_args(argv)
+    if args.worker:
+        return serve(args, modes, overrides)
+    if args.isolate:
+        report = isolated_report(args, modes, overrides, argv)
+        if not args.json_only:
+            print(format_isolated(report))
+        print(json.dumps(report, default=jsonable, separators=(',', ':')))
+        return 0
     set_environment()
     run = Run(args=args, modes=modes, overrides=overrides)
     setup_devices(run)

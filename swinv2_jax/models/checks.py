@@ -12,7 +12,9 @@ from typing import Mapping, Sequence
 import jax
 import jax.numpy as jnp
 
-from swinv2_jax.models.layers import REMAT_POLICIES
+from swinv2_jax.models.layers import ATTENTION_IMPLS, REMAT_POLICIES
+
+CUDNN_DTYPES = ('bfloat16', 'float16')  # what jax's cuDNN attention takes (fp8 aside)
 
 
 def geometry_errors(model) -> list:
@@ -91,7 +93,66 @@ def option_errors(model, switches: Mapping[str, Sequence[str]]) -> list:
                           f'{", ".join(map(repr, valid))} (the first is SwinV2\'s, the last Swin V1\'s)')
     if not isinstance(model.strict_img_size, bool):
         errors.append(f'strict_img_size must be True or False, got {model.strict_img_size!r}')
+    return errors + attention_impl_errors(model)
+
+
+def attention_impl_errors(model) -> list:
+    """Why `model.attention_impl` cannot run this configuration here, as sentences."""
+    impl = model.attention_impl
+    if impl not in ATTENTION_IMPLS:
+        return [f'unknown attention_impl {impl!r}; valid: {", ".join(map(repr, ATTENTION_IMPLS))}']
+    errors = []
+    if impl != 'default' and model.attn_drop_rate > 0:
+        errors.append(f'attention_impl {impl!r} has no attention dropout (jax.nn.dot_product_attention '
+                      f'takes none), got attn_drop_rate={model.attn_drop_rate}; use attn_drop_rate=0 or '
+                      f'attention_impl=\'default\'')
+    if impl == 'cudnn' and len(model.num_heads) == model.num_stages:
+        errors += cudnn_errors(backend=cuda_backend(), dtype=model.dtype,
+                               head_dims=[d // h for d, h in zip(model.stage_dims, model.num_heads)])
     return errors
+
+
+def cuda_backend():
+    """(platform, compute capability or None) of JAX's default device: ('cuda', (9, 0)), ('cpu', None)."""
+    device = jax.devices()[0]
+    if device.platform == 'gpu' and 'cuda' in device.client.platform_version.lower():
+        return 'cuda', tuple(int(v) for v in str(device.compute_capability).split('.'))
+    return device.platform, None
+
+
+def cudnn_errors(*, backend, dtype, head_dims=(), tokens=(), training: bool = False) -> list:
+    """Why jax's cuDNN fused attention (`attention_impl='cudnn'`) cannot run, as sentences: the
+    constraints `jax._src.cudnn.fused_attention_stablehlo` enforces (check_layout,
+    check_is_flash_attention), checked up front on shapes and dtypes so that they name the fix.
+    backend: `cuda_backend()`'s (platform, compute capability); tokens: tokens per window."""
+    errors = []
+    platform, capability = backend
+    if platform != 'cuda':
+        errors.append(f"attention_impl='cudnn' needs an NVIDIA GPU with cuDNN, but JAX's default backend "
+                      f"is {platform!r}; use attention_impl='dot_product_attention' (JAX picks the "
+                      f"implementation) or 'default'")
+    if jnp.dtype(dtype).name not in CUDNN_DTYPES:
+        errors.append(f"attention_impl='cudnn' needs a bfloat16 or float16 compute dtype, got "
+                      f"{jnp.dtype(dtype).name}; pass dtype='bfloat16'")
+    max_dim = 256 if capability is None or capability >= (9, 0) else 128
+    bad = sorted({d for d in head_dims if d % 8 or d > max_dim})
+    if bad:
+        errors.append(f"attention_impl='cudnn' needs a head dimension that is a multiple of 8 and at most "
+                      f"{max_dim} (256 from Hopper on, 128 before), got {bad}; change embed_dim or num_heads")
+    odd = sorted({n for n in tokens if n % 2})
+    if training and odd:
+        errors.append(f"attention_impl='cudnn' trains (with the position bias) only on an even number of "
+                      f"tokens per window, got {odd} (e.g. window 7: 49 tokens); use an even window "
+                      f"(e.g. window_size=8) or attention_impl='dot_product_attention'")
+    return errors
+
+
+def raise_cudnn_errors(*, dtype, head_dims, tokens, training: bool):
+    """Raise ValueError naming every unmet cuDNN attention requirement (at the attention's trace)."""
+    errors = cudnn_errors(backend=cuda_backend(), dtype=dtype, head_dims=head_dims, tokens=tokens,
+                          training=training)
+    if errors:
+        raise ValueError('; '.join(errors) + '.')
 
 
 def check_config(model, switches: Mapping[str, Sequence[str]]):

@@ -358,6 +358,54 @@ def attention_core(q, k, v, *, scale, bias, mask, rng, drop: float, cosine: bool
     return jnp.einsum('bwhnm,bwhmd->bwhnd', probs, v)
 
 
+def fused_attention(q, k, v, *, scale, bias, mask, rng, drop: float, cosine: bool = True,
+                    implementation: Optional[str] = None) -> jax.Array:
+    """`attention_core`'s numbers from `jax.nn.dot_product_attention`, on [B, w, N, heads, d]
+    windows (token-major: its BTNH layout, so nothing is transposed on the way in or out).
+
+    The cosine normalisation and the per-head logit scale are applied to q and k in float32 before
+    it (its own scale is then 1), the position bias plus the shift mask are its additive bias.
+    q and k go back to v's dtype, as it requires one dtype for all three. Gradients are autodiff's
+    of jax's implementation ('xla') or cuDNN's fused kernel (`implementation='cudnn'`): not this
+    file's hand-written ones. There is no attention dropout here (jax's API has none): the model
+    refuses `attn_drop_rate > 0` with this core (`checks.option_errors`).
+    """
+    if rng is not None:
+        raise ValueError(f'attention dropout ({drop}) is not available with jax.nn.dot_product_attention; '
+                         f'use attention_impl="default" or attn_drop_rate=0')
+    b, w, n, h, d = q.shape
+    q = q.astype(jnp.float32)
+    k = k.astype(jnp.float32)
+    if cosine:
+        q, k = l2_normalize(q), l2_normalize(k)
+    q = q * scale.reshape(h, 1)                               # [heads, 1, 1] -> over (N, heads, d)
+    bias = bias[None]                                         # [1, heads, N, N]: shared by every window
+    if mask is not None:  # the mask differs per window: one bias per (image, window) pair
+        bias = jnp.broadcast_to((bias + mask[:, None])[None], (b, w, h, n, n)).reshape(b * w, h, n, n)
+    if implementation == 'cudnn':
+        bias = bias.astype(v.dtype)                           # cuDNN takes one dtype for all operands
+    out = jax.nn.dot_product_attention(
+        q.astype(v.dtype).reshape(b * w, n, h, d), k.astype(v.dtype).reshape(b * w, n, h, d),
+        v.reshape(b * w, n, h, d), bias=bias, scale=1.0, implementation=implementation)
+    return out.reshape(b, w, n, h, d)
+
+
+# name -> (the q, k, v and head-output layout, the core): this project's core batches its matmuls
+# over heads (head-major); jax.nn.dot_product_attention takes tokens before heads (BTNH).
+ATTENTION_IMPLS = {
+    'default': ('bwhnd', attention_core),
+    'dot_product_attention': ('bwnhd', fused_attention),
+    'cudnn': ('bwnhd', functools.partial(fused_attention, implementation='cudnn')),
+}
+
+
+def attention_impl(name: str):
+    """(layout, core) of an `attention_impl` name; see `ATTENTION_IMPLS`."""
+    if name not in ATTENTION_IMPLS:
+        raise ValueError(f'unknown attention_impl {name!r}; valid: {", ".join(ATTENTION_IMPLS)}')
+    return ATTENTION_IMPLS[name]
+
+
 # ----------------------------------------------------------------------------------------------
 # The attention projections in the head-major layout, and sequential (chunked) attention
 # ----------------------------------------------------------------------------------------------
@@ -372,11 +420,13 @@ class QKVProjection(nn.Module):
     Swin V1 (`fused_bias=True`) has the plain Linear bias [3C] on q, k and v (`qkv.bias`).
 
     `weights` hands the parameters (cast to the compute dtype) to `project_qkv` for callers that
-    apply them inside a JAX transform (sequential attention's `lax.map` body).
+    apply them inside a JAX transform (sequential attention's `lax.map` body). `layout` is the
+    output's: 'bwhnd' (head-major) or 'bwnhd' (token-major, for jax.nn.dot_product_attention).
     """
     dim: int
     num_heads: int
     fused_bias: bool = False
+    layout: str = 'bwhnd'
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
@@ -387,35 +437,38 @@ class QKVProjection(nn.Module):
             self.bias = self.param('bias', nn.initializers.zeros, (3 * c,), self.param_dtype)
 
     def weights(self, q_bias: Optional[jax.Array] = None, v_bias: Optional[jax.Array] = None):
-        """(kernel [C, 3, heads, d], (q, k, v) biases [heads, 1, d] or None), in the compute dtype."""
+        """(kernel [C, 3, heads, d], (q, k, v) biases [heads, d] or None), in the compute dtype."""
         c, h = self.dim, self.num_heads
         kernel = self.kernel.astype(self.dtype).reshape(c, 3, h, c // h)
         if self.fused_bias:
-            biases = tuple(self.bias.astype(self.dtype).reshape(3, h, 1, c // h))
+            biases = tuple(self.bias.astype(self.dtype).reshape(3, h, c // h))
         else:
             biases = (q_bias, None, v_bias)
-            biases = tuple(None if b is None else b.astype(self.dtype).reshape(h, 1, c // h) for b in biases)
+            biases = tuple(None if b is None else b.astype(self.dtype).reshape(h, c // h) for b in biases)
         return kernel, biases
 
     def __call__(self, x: jax.Array, q_bias: Optional[jax.Array] = None, v_bias: Optional[jax.Array] = None):
-        return project_qkv(x, *self.weights(q_bias, v_bias))
+        return project_qkv(x, *self.weights(q_bias, v_bias), layout=self.layout)
 
 
-def project_qkv(x: jax.Array, kernel: jax.Array, biases) -> Tuple[jax.Array, jax.Array, jax.Array]:
-    """[B, w, N, C] tokens -> q, k, v [B, w, heads, N, d] (`QKVProjection.weights` gives the rest)."""
+def project_qkv(x: jax.Array, kernel: jax.Array, biases, layout: str = 'bwhnd') -> Tuple[jax.Array, ...]:
+    """[B, w, N, C] tokens -> q, k, v in `layout` ([B, w, heads, N, d] 'bwhnd' or [B, w, N, heads, d]
+    'bwnhd'); `QKVProjection.weights` gives the rest."""
     x = x.astype(kernel.dtype)
     out = []
     for i, b in enumerate(biases):
-        y = jnp.einsum('bwnc,chd->bwhnd', x, kernel[:, i])
-        out.append(y if b is None else y + b)
+        y = jnp.einsum(f'bwnc,chd->{layout}', x, kernel[:, i])
+        out.append(y if b is None else y + (b[:, None] if layout == 'bwhnd' else b))
     return tuple(out)
 
 
 class HeadProjection(nn.Module):
     """The output Linear(C, C) (`proj`: kernel [C, C], bias [C]) applied to [B, nW, heads, N, d]
-    head outputs, contracting heads and d in one matmul: no transpose back to [N, heads, d]."""
+    head outputs, contracting heads and d in one matmul: no transpose back to [N, heads, d].
+    `layout` as `QKVProjection`'s."""
     dim: int
     num_heads: int
+    layout: str = 'bwhnd'
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
@@ -430,16 +483,16 @@ class HeadProjection(nn.Module):
         return self.kernel.astype(self.dtype).reshape(h, c // h, c), self.bias.astype(self.dtype)
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        return project_heads(x, *self.weights())
+        return project_heads(x, *self.weights(), layout=self.layout)
 
 
-def project_heads(x: jax.Array, kernel: jax.Array, bias: jax.Array) -> jax.Array:
-    """[B, w, heads, N, d] head outputs -> [B, w, N, C]."""
-    return jnp.einsum('bwhnd,hdc->bwnc', x.astype(kernel.dtype), kernel) + bias
+def project_heads(x: jax.Array, kernel: jax.Array, bias: jax.Array, layout: str = 'bwhnd') -> jax.Array:
+    """Head outputs in `layout` ([B, w, heads, N, d] or [B, w, N, heads, d]) -> [B, w, N, C]."""
+    return jnp.einsum(f'{layout},hdc->bwnc', x.astype(kernel.dtype), kernel) + bias
 
 
 def sequential_attention(x, *, qkv_weights, proj_weights, scale, bias, mask, rng, drop: float, chunk: int,
-                         cosine: bool = True) -> jax.Array:
+                         cosine: bool = True, impl: str = 'default') -> jax.Array:
     """Window attention of [B, nW, N, C] tokens a chunk of windows at a time (the paper's
     sequential self-attention): for each chunk, the qkv projection, `attention_core` and the
     output projection, so neither the [B, nW, heads, N, N] logits nor the full-size q, k, v and
@@ -450,7 +503,9 @@ def sequential_attention(x, *, qkv_weights, proj_weights, scale, bias, mask, rng
     The backward pass keeps each chunk's tokens only (a slice of x) and recomputes the rest, the
     projections included (about 3C^2 multiply-adds a token, against the attention's 2N C).
     Numerically identical to projecting, `attention_core` and projecting back over all windows.
+    `impl` names the core (`ATTENTION_IMPLS`).
     """
+    layout, core = attention_impl(impl)
     b, nw = x.shape[:2]
     chunk = chunk_windows(nw, chunk)
     nc = nw // chunk
@@ -464,10 +519,9 @@ def sequential_attention(x, *, qkv_weights, proj_weights, scale, bias, mask, rng
 
     @jax.checkpoint
     def body(xc):
-        q, k, v = project_qkv(xc['x'], *qkv_weights)
-        out = attention_core(q, k, v, scale=scale, bias=bias, mask=xc['mask'], rng=xc['rng'], drop=drop,
-                             cosine=cosine)
-        return project_heads(out, *proj_weights)
+        q, k, v = project_qkv(xc['x'], *qkv_weights, layout=layout)
+        out = core(q, k, v, scale=scale, bias=bias, mask=xc['mask'], rng=xc['rng'], drop=drop, cosine=cosine)
+        return project_heads(out, *proj_weights, layout=layout)
 
     out = jax.lax.map(body, xs)  # [chunks, B, chunk, N, C]
     return out.swapaxes(0, 1).reshape(b, nw, *out.shape[3:])

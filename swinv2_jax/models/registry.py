@@ -104,7 +104,7 @@ OVERRIDES = (
     'num_classes', 'img_size', 'window_size', 'pretrained_window_sizes', 'drop_rate', 'attn_drop_rate',
     'drop_path_rate', 'dtype', 'param_dtype', 'embed_dim', 'depths', 'num_heads', 'mlp_ratio',
     'patch_size', 'in_chans', 'extra_norm_every', 'remat_policy', 'sequential_attention',
-    'attention_chunk_size', 'sequential_mlp', 'mlp_chunk_tokens', 'use_mask_token',
+    'attention_chunk_size', 'sequential_mlp', 'mlp_chunk_tokens', 'use_mask_token', 'attention_impl',
     # the ablation switches (SwinV2 <-> V1; see SwinTransformerV2) and inputs of any size
     *SWITCHES, 'strict_img_size',
 )
@@ -204,7 +204,8 @@ def create_model(name: str, **overrides) -> SwinTransformerV2:
     memory switches remat_policy ('none', 'full', 'dots', 'dots_no_batch'), sequential_attention
     (stage indices) and attention_chunk_size (windows per step), sequential_mlp (stage indices) and
     mlp_chunk_tokens (tokens per step), which never change the numbers;
-    use_mask_token (SimMIM's learned mask token, see `SwinTransformerV2.features`).
+    use_mask_token (SimMIM's learned mask token, see `SwinTransformerV2.features`); attention_impl
+    ('default', 'dot_product_attention', 'cudnn': the attention core, see `SwinTransformerV2`).
     Ablation switches (defaults: SwinV2; the `swin_*` variants set the V1 values): norm_placement
     ('res_post', 'pre'), attention ('cosine', 'dot'), position_bias ('log_cpb', 'linear_cpb',
     'table'), qkv_bias ('qv', 'qkv'), patch_merging ('v2', 'v1'); strict_img_size=False takes
@@ -234,6 +235,7 @@ def create_model(name: str, **overrides) -> SwinTransformerV2:
         attention_chunk_size=_integer(cfg.get('attention_chunk_size', 8)),
         sequential_mlp=_stage_indices(cfg.get('sequential_mlp', ())),
         mlp_chunk_tokens=_integer(cfg.get('mlp_chunk_tokens', 8192)),
+        attention_impl=cfg.get('attention_impl', 'default'),
         **{k: cfg.get(k, v[0]) for k, v in SWITCHES.items()},
         strict_img_size=cfg.get('strict_img_size', True),
         dtype=_as_dtype(cfg.get('dtype', jnp.float32)),

@@ -41,7 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from swinv2_jax.models import checks
-from swinv2_jax.models.layers import (DropPath, HeadProjection, Mlp, PatchEmbed, QKVProjection, attention_core,
+from swinv2_jax.models.layers import (DropPath, HeadProjection, Mlp, PatchEmbed, QKVProjection, attention_impl,
                                       dense, layer_norm, remat_policy, sequential_attention, sequential_mlp,
                                       trunc_normal_init)
 
@@ -198,6 +198,7 @@ class WindowAttention(nn.Module):
           coordinates, then 16 * sigmoid) or 'table' (V1's learned `relative_position_bias_table`
           [(2Wh-1)(2Ww-1), heads], normal(0.02) init, used as is);
         qkv_bias: 'qv' (`q_bias`, `v_bias`, no key bias) or 'qkv' (the qkv Linear's own bias).
+      impl: the attention core, a `layers.ATTENTION_IMPLS` name (see `SwinTransformerV2`).
     """
     dim: int
     num_heads: int
@@ -207,6 +208,7 @@ class WindowAttention(nn.Module):
     proj_drop: float = 0.0
     chunk_size: int = 0
     switches: Switches = Switches()
+    impl: str = 'default'
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
@@ -254,14 +256,19 @@ class WindowAttention(nn.Module):
         """x: [B, nW, N, C]; mask: [nW, N, N] or None. Returns [B, nW, N, C]."""
         b, nw, n, c = x.shape
         heads = self.num_heads
+        if self.impl == 'cudnn':
+            checks.raise_cudnn_errors(dtype=self.dtype, head_dims=(c // heads,), tokens=(n,),
+                                      training=not deterministic)
+        layout, core = attention_impl(self.impl)
         fused_bias = self.switches.qkv_bias == 'qkv'
-        qkv = QKVProjection(dim=c, num_heads=heads, fused_bias=fused_bias, dtype=self.dtype,
+        qkv = QKVProjection(dim=c, num_heads=heads, fused_bias=fused_bias, layout=layout, dtype=self.dtype,
                             param_dtype=self.param_dtype, name='qkv')
         q_bias = v_bias = None
         if not fused_bias:
             q_bias = self.param('q_bias', nn.initializers.zeros, (c,), self.param_dtype)
             v_bias = self.param('v_bias', nn.initializers.zeros, (c,), self.param_dtype)
-        proj = HeadProjection(dim=c, num_heads=heads, dtype=self.dtype, param_dtype=self.param_dtype, name='proj')
+        proj = HeadProjection(dim=c, num_heads=heads, layout=layout, dtype=self.dtype, param_dtype=self.param_dtype,
+                              name='proj')
 
         scale = self.logit_scale()
         bias = self.position_bias_matrix()
@@ -272,11 +279,10 @@ class WindowAttention(nn.Module):
         if self.chunk_size:
             out = sequential_attention(x, qkv_weights=qkv.weights(q_bias, v_bias), proj_weights=proj.weights(),
                                        scale=scale, bias=bias, mask=mask, rng=rng, drop=drop,
-                                       chunk=self.chunk_size, cosine=cosine)
+                                       chunk=self.chunk_size, cosine=cosine, impl=self.impl)
         else:
-            q, k, v = qkv(x, q_bias, v_bias)                                 # [B, nW, heads, N, d]
-            out = proj(attention_core(q, k, v, scale=scale, bias=bias, mask=mask, rng=rng, drop=drop,
-                                      cosine=cosine))
+            q, k, v = qkv(x, q_bias, v_bias)                                 # in `layout`
+            out = proj(core(q, k, v, scale=scale, bias=bias, mask=mask, rng=rng, drop=drop, cosine=cosine))
         return nn.Dropout(self.proj_drop)(out, deterministic=deterministic)
 
 
@@ -319,7 +325,7 @@ class SwinTransformerV2Block(nn.Module):
       mlp_ratio, drop, attn_drop, drop_path: MLP hidden size / C, dropout rates, stochastic depth.
       attention_chunk: windows per `lax.map` step of sequential attention (0 = all at once).
       mlp_chunk: tokens (at most) per `nn.scan` step of the sequential MLP (0 = all at once).
-      switches: the ablation switches (`Switches`).
+      switches: the ablation switches (`Switches`); attention_impl: the attention core.
     """
     dim: int
     num_heads: int
@@ -334,6 +340,7 @@ class SwinTransformerV2Block(nn.Module):
     attention_chunk: int = 0
     mlp_chunk: int = 0
     switches: Switches = Switches()
+    attention_impl: str = 'default'
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
@@ -343,7 +350,8 @@ class SwinTransformerV2Block(nn.Module):
         attn = WindowAttention(
             dim=self.dim, num_heads=self.num_heads, window=self.window, pretrained_window=self.pretrained_window,
             attn_drop=self.attn_drop, proj_drop=self.drop, chunk_size=self.attention_chunk,
-            switches=self.switches, dtype=self.dtype, param_dtype=self.param_dtype, name='attn')
+            switches=self.switches, impl=self.attention_impl, dtype=self.dtype, param_dtype=self.param_dtype,
+            name='attn')
         norm1 = layer_norm('norm1', dtype=self.dtype, param_dtype=self.param_dtype, zero_init=post)
         norm2 = layer_norm('norm2', dtype=self.dtype, param_dtype=self.param_dtype, zero_init=post)
         mlp = Mlp(hidden=int(self.dim * self.mlp_ratio), drop=self.drop, dtype=self.dtype,
@@ -411,6 +419,7 @@ class SwinTransformerV2Stage(nn.Module):
     mlp_chunk: int = 0
     remat_policy: str = 'none'
     switches: Switches = Switches()
+    attention_impl: str = 'default'
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
@@ -430,8 +439,8 @@ class SwinTransformerV2Stage(nn.Module):
                 dim=self.dim, num_heads=self.num_heads, resolution=self.resolution, window=window, shift=shift,
                 pretrained_window=self.pretrained_window, mlp_ratio=self.mlp_ratio, drop=self.drop,
                 attn_drop=self.attn_drop, drop_path=self.drop_path[i], attention_chunk=self.attention_chunk,
-                mlp_chunk=self.mlp_chunk, switches=self.switches, dtype=self.dtype,
-                param_dtype=self.param_dtype, name=f'blocks_{i}',
+                mlp_chunk=self.mlp_chunk, switches=self.switches, attention_impl=self.attention_impl,
+                dtype=self.dtype, param_dtype=self.param_dtype, name=f'blocks_{i}',
             )(x, deterministic)
             if self.extra_norm_every and (i + 1) % self.extra_norm_every == 0:
                 x = layer_norm(f'extra_norm_{i}', dtype=self.dtype, param_dtype=self.param_dtype)(x)
@@ -479,6 +488,12 @@ class SwinTransformerV2(nn.Module):
         `relative_position_bias_table` per block; resized bicubically when loaded into another window).
       qkv_bias: 'qv' (V2: q_bias and v_bias, no key bias) or 'qkv' (V1: the qkv Linear's bias).
       patch_merging: 'v2' (reduction then LayerNorm(2C)) or 'v1' (LayerNorm(4C) then reduction).
+      attention_impl: the attention core: 'default' (this project's, float32 logits and softmax with
+        hand-written gradients), 'dot_product_attention' (`jax.nn.dot_product_attention`, which picks
+        its implementation; no attention dropout) or 'cudnn' (its cuDNN fused kernel: NVIDIA GPU,
+        bf16/fp16 compute, head dim a multiple of 8, an even token count per window to train).
+        q and k are normalised and scaled in float32 before the fused call, which then sees them in
+        the compute dtype. Parameters are the same whichever core runs.
       strict_img_size: True: inputs must be img_size. False: any size whose sides are multiples of
         patch_size, at apply time with the same parameters; each block zero-pads its feature map to
         its window grid (and odd maps are padded before merging), as timm's dynamic mode
@@ -512,6 +527,7 @@ class SwinTransformerV2(nn.Module):
     position_bias: str = 'log_cpb'
     qkv_bias: str = 'qv'
     patch_merging: str = 'v2'
+    attention_impl: str = 'default'
     strict_img_size: bool = True
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
@@ -598,7 +614,8 @@ class SwinTransformerV2(nn.Module):
                 extra_norm_every=self.extra_norm_every,
                 attention_chunk=self.attention_chunk_size if i in self.sequential_attention else 0,
                 mlp_chunk=self.mlp_chunk_tokens if i in self.sequential_mlp else 0,
-                remat_policy=self.remat_policy, switches=self.switches, dtype=self.dtype,
+                remat_policy=self.remat_policy, switches=self.switches, attention_impl=self.attention_impl,
+                dtype=self.dtype,
                 param_dtype=self.param_dtype, name=f'layers_{i}'))
             start += self.depths[i]
         self.layers = stages
