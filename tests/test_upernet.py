@@ -342,3 +342,15 @@ def test_reinit_classifiers(v2):
     np.testing.assert_array_equal(new['params']['decode_head']['bottleneck']['conv']['kernel'],
                                   v2['variables']['params']['decode_head']['bottleneck']['conv']['kernel'])
     assert other.apply(new, jnp.asarray(v2['x'])).shape == (2, 64, 64, 7)
+
+
+def test_converted_into_another_window(v1, tmp_path):
+    """A converted Swin V1 UperNet restored into a model at another window: its tables resized
+    bicubically (as for the classifier), the head and its statistics as stored."""
+    directory = swinv2_jax.save_converted(tmp_path / 'v1', v1['variables'], v1['model'])
+    target = v1['model'].clone(backbone=v1['model'].backbone.clone(window_size=((4, 4),) * 4))
+    model, variables = swinv2_jax.load_converted(directory, model=target)
+    table = variables['params']['backbone']['layers_0']['blocks_0']['attn']['relative_position_bias_table']
+    assert model is target and table.shape == (49, 1)
+    jax.tree.map(np.testing.assert_array_equal, variables['batch_stats'], jax.tree.map(np.asarray, v1['variables']['batch_stats']))
+    assert model.apply(variables, jnp.asarray(v1['x'])).shape == (2, 128, 128, 5)
