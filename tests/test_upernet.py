@@ -354,3 +354,41 @@ def test_converted_into_another_window(v1, tmp_path):
     assert model is target and table.shape == (49, 1)
     jax.tree.map(np.testing.assert_array_equal, variables['batch_stats'], jax.tree.map(np.asarray, v1['variables']['batch_stats']))
     assert model.apply(variables, jnp.asarray(v1['x'])).shape == (2, 128, 128, 5)
+
+
+def test_mmseg_native_swin_names(v1):
+    """mmsegmentation's own Swin (stages, w_msa, ffn, patch merging in nn.Unfold channel order), made
+    from the official names by mmdetection's published converter (`swin_converter`), loads to the
+    same variables."""
+    def correct_unfold_reduction_order(x):
+        out_channel, in_channel = x.shape
+        x = x.reshape(out_channel, 4, in_channel // 4)
+        return x[:, [0, 2, 1, 3], :].transpose(0, 2, 1).reshape(out_channel, in_channel)
+
+    def correct_unfold_norm_order(x):
+        in_channel = x.shape[0]
+        x = x.reshape(4, in_channel // 4)
+        return x[[0, 2, 1, 3], :].T.reshape(in_channel)
+
+    mm = swinv2_jax.export_torch_weights(v1['variables'], v1['model'], 'mmseg')
+    native = {}
+    for k, v in mm.items():
+        if k.startswith('backbone.layers.'):
+            if '.attn.' in k:
+                k = k.replace('attn.', 'attn.w_msa.')
+            elif '.mlp.fc1.' in k:
+                k = k.replace('mlp.fc1.', 'ffn.layers.0.0.')
+            elif '.mlp.fc2.' in k:
+                k = k.replace('mlp.fc2.', 'ffn.layers.1.')
+            elif 'downsample.reduction.' in k:
+                v = correct_unfold_reduction_order(v)
+            elif 'downsample.norm.' in k:
+                v = correct_unfold_norm_order(v)
+            k = k.replace('layers', 'stages', 1)
+        elif k.startswith('backbone.patch_embed.proj.'):
+            k = k.replace('proj', 'projection')
+        native[k] = v
+    assert not np.array_equal(native['backbone.stages.0.downsample.reduction.weight'],
+                              mm['backbone.layers.0.downsample.reduction.weight'])
+    loaded = swinv2_jax.load_torch_weights(native, v1['model'])
+    jax.tree.map(np.testing.assert_array_equal, loaded, jax.tree.map(np.asarray, v1['variables']))
