@@ -392,3 +392,27 @@ def test_mmseg_native_swin_names(v1):
                               mm['backbone.layers.0.downsample.reduction.weight'])
     loaded = swinv2_jax.load_torch_weights(native, v1['model'])
     jax.tree.map(np.testing.assert_array_equal, loaded, jax.tree.map(np.asarray, v1['variables']))
+
+
+def test_convert_command_line(v2, tmp_path):
+    """python -m swinv2_jax.convert: a Hugging Face UperNet file -> a converted directory -> the
+    mmseg and hf layouts back, with the same tensors."""
+    from safetensors.numpy import load_file, save_file
+    from swinv2_jax.weights import cli
+    src = tmp_path / 'hf.safetensors'
+    save_file({k: np.array(v) for k, v in swinv2_jax.export_torch_weights(v2['variables'], v2['model'], 'hf').items()},
+              str(src))
+    overrides = ['embed_dim=16', 'depths=(1,1,2,1)', 'num_heads=(1,2,2,4)', 'img_size=64', 'window_size=4',
+                 'num_classes=5', 'head_channels=32', 'aux_channels=16', 'out_norms=False']
+    argv = [str(src), '--model', 'upernet_swinv2_tiny_window8_256', '--out', str(tmp_path / 'ckpt')]
+    assert cli.main(argv + [a for o in overrides for a in ('--override', o)]) == 0
+    assert cli.main([str(tmp_path / 'ckpt'), '--to-torch', '--out', str(tmp_path / 'back.safetensors')]) == 0
+    back, ref = load_file(str(tmp_path / 'back.safetensors')), load_file(str(src))
+    assert back.keys() == ref.keys()
+    for k in ref:
+        np.testing.assert_array_equal(back[k], ref[k], err_msg=k)
+    assert cli.main([str(tmp_path / 'ckpt'), '--to-torch', '--layout', 'mmseg',
+                     '--out', str(tmp_path / 'mm.safetensors')]) == 0
+    assert 'decode_head.conv_seg.weight' in load_file(str(tmp_path / 'mm.safetensors'))
+    with pytest.raises(SystemExit):   # a segmentation model has no timm layout: a usage error
+        cli.main([str(tmp_path / 'ckpt'), '--to-torch', '--layout', 'timm', '--out', str(tmp_path / 'x.safetensors')])
