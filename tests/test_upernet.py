@@ -353,7 +353,8 @@ def test_converted_into_another_window(v1, tmp_path):
     table = variables['params']['backbone']['layers_0']['blocks_0']['attn']['relative_position_bias_table']
     assert model is target and table.shape == (49, 1)
     jax.tree.map(np.testing.assert_array_equal, variables['batch_stats'], jax.tree.map(np.asarray, v1['variables']['batch_stats']))
-    assert model.apply(variables, jnp.asarray(v1['x'])).shape == (2, 128, 128, 5)
+    from swinv2_jax.weights.tree_diff import diff_trees
+    assert not diff_trees(swinv2_jax.models.abstract_variables(target), variables, check_dtype=True)
 
 
 def test_mmseg_native_swin_names(v1):
