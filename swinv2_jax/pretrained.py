@@ -139,7 +139,9 @@ def _hf_swin(cfg: Dict[str, Any], path: str, v1: bool) -> Tuple[str, Dict[str, A
                      num_heads=tuple(cfg['num_heads']), window_size=int(cfg['window_size']),
                      mlp_ratio=float(cfg.get('mlp_ratio', 4.0)), drop_path_rate=0.0)
     if not v1:
-        overrides['pretrained_window_sizes'] = tuple(cfg.get('pretrained_window_sizes') or [0] * len(cfg['depths']))
+        # transformers reads entry i for stage i: its default (0, 0, 0, 0) serves fewer stages too
+        pretrained = list(cfg.get('pretrained_window_sizes') or [0] * len(cfg['depths']))
+        overrides['pretrained_window_sizes'] = tuple(pretrained[:len(cfg['depths'])])
     return ('swin_tiny_patch4_window7_224' if v1 else 'swinv2_tiny_window8_256'), overrides
 
 
