@@ -26,7 +26,7 @@ IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.webp')
 INTERPOLATIONS = {'nearest': Image.Resampling.NEAREST, 'bilinear': Image.Resampling.BILINEAR,
                   'bicubic': Image.Resampling.BICUBIC, 'box': Image.Resampling.BOX,
                   'hamming': Image.Resampling.HAMMING, 'lanczos': Image.Resampling.LANCZOS}
-CROP_MODES = ('center', 'squash')
+CROP_MODES = ('center', 'squash')   # as swinv2_jax.pretrained.CROP_MODES (which checks them, without Pillow)
 
 
 def load_image(path) -> Image.Image:

@@ -36,6 +36,8 @@ DEFAULT_CROP_PCT, DEFAULT_CROP_PCT_384 = 0.9, 1.0
 DEFAULT_INTERPOLATION = 'bicubic'
 # Pillow's filter numbers, as Hugging Face image processors save `resample`
 PIL_RESAMPLE = {0: 'nearest', 1: 'lanczos', 2: 'bilinear', 3: 'bicubic', 4: 'box', 5: 'hamming'}
+INTERPOLATIONS = tuple(PIL_RESAMPLE.values())   # what swinv2_jax.images resizes with
+CROP_MODES = ('center', 'squash')               # timm's crop modes that images implements ('border' is not)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -228,9 +230,17 @@ def _load_transformers(folder: str):
 
 
 def _check_size(info: PretrainedInfo, model, folder: str) -> PretrainedInfo:
+    """`info`, once it fits the model and names a preprocessing the Pillow transform implements."""
     if tuple(info.input_size) != tuple(model.img_size) and model.strict_img_size:
         raise ValueError(f'{folder}: the preprocessing makes {tuple(info.input_size)} inputs but the model '
                          f'takes {tuple(model.img_size)}; the files disagree')
+    if info.crop_mode not in CROP_MODES:
+        raise ValueError(f'{folder}: crop_mode {info.crop_mode!r} is not implemented here (only '
+                         f'{", ".join(CROP_MODES)})')
+    if info.interpolation not in INTERPOLATIONS:
+        raise ValueError(f'{folder}: interpolation {info.interpolation!r} is not one of {", ".join(INTERPOLATIONS)}')
+    if not float(info.crop_pct) > 0:
+        raise ValueError(f'{folder}: crop_pct {info.crop_pct} is not positive')
     return info
 
 
@@ -302,7 +312,7 @@ def _load_timm(folder: str):
 def _load_converted(folder: str):
     from swinv2_jax.weights.converted import load_converted
     model, variables = load_converted(folder)
-    return model, variables, _default_info(model, source='converted')
+    return model, variables, _check_size(_default_info(model, source='converted'), model, folder)
 
 
 def _training_workdir(path: str) -> Optional[str]:
@@ -326,7 +336,7 @@ def _load_training(path: str):
                for k in ('mean', 'std', 'crop_pct', 'interpolation') if k in aug}
     sized = model if hasattr(model, 'img_size') else model.encoder   # SimMIM: its encoder's sizes
     info = _default_info(sized, task=objective.NAME, source='training', **changes)
-    return model, {'params': params}, info
+    return model, {'params': params}, _check_size(info, sized, path)
 
 
 def _is_converted(path: str) -> bool:

@@ -181,3 +181,13 @@ def test_hub_names_are_never_downloaded(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match='none of'):
         from_pretrained(str(tmp_path / 'cache'))
     shutil.rmtree(tmp_path / 'cache')
+
+
+def test_timm_preprocessing_this_package_does_not_implement(tmp_path):
+    import timm
+    from timm.models._hub import save_for_hf
+    ref = timm.create_model('swinv2_tiny_window8_256', pretrained=False, img_size=32, embed_dim=16,
+                            depths=(1, 1), num_heads=(1, 2), window_size=4, num_classes=3)
+    save_for_hf(ref, tmp_path, safe_serialization=True, data_config=dict(crop_mode='border'))
+    with pytest.raises(ValueError, match="crop_mode 'border'"):
+        from_pretrained(str(tmp_path))
