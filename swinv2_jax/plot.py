@@ -15,7 +15,8 @@ import os
 import sys
 from typing import Dict, List, Optional, Sequence, Tuple
 
-METRICS_FILE = 'metrics.jsonl'     # swinv2_jax.train.metrics writes it
+from swinv2_jax.train.metrics import METRICS_FILE  # the file the trainer writes
+
 TRAIN_KEYS = ('loss', 'lr')        # the training records' curves, drawn first
 # evaluation records carry `eval_seconds` (the trainer's timing); these keys are bookkeeping
 SKIP_SUFFIXES = ('_seconds', '_examples')
