@@ -118,6 +118,16 @@ def summary(workdir: str, seconds: float) -> str:
     return '\n'.join(lines)
 
 
+def write_curves(workdir: str) -> None:
+    """WORKDIR/curves.png (swinv2_jax.plot); a plot that fails only warns: the run is done."""
+    try:
+        from swinv2_jax.plot import plot_runs
+        plot_runs([workdir], os.path.join(workdir, 'curves.png'))
+    except Exception as e:  # matplotlib missing or broken, a disk error: never fail a finished run
+        logging.warning('no curves.png (%s: %s); python -m swinv2_jax.plot %s draws it later',
+                        type(e).__name__, e, workdir)
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
@@ -139,6 +149,7 @@ def main(argv):
         print(f'error: {e}', file=sys.stderr)
         return 1
     if jax.process_index() == 0:
+        write_curves(workdir)
         print(summary(workdir, time.perf_counter() - t0), flush=True)
     return 0
 

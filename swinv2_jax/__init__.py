@@ -6,13 +6,14 @@ from swinv2_jax.models import (SwinTransformerV2, UperNet, create_model, list_mo
 
 __version__ = '0.1.0'
 
-# Imported on first use: the converted format pulls in Orbax, and `python -m swinv2_jax.convert`
+# Imported on first use: the converted format pulls in Orbax (from_pretrained too), and `python -m swinv2_jax.convert`
 # must not find its module already imported by the package (runpy's RuntimeWarning).
 _LAZY = {
     'load_torch_weights': 'swinv2_jax.weights.pytorch',
     'export_torch_weights': 'swinv2_jax.weights.pytorch',
     'load_converted': 'swinv2_jax.weights.converted',
     'save_converted': 'swinv2_jax.weights.converted',
+    'from_pretrained': 'swinv2_jax.pretrained',
 }
 
 __all__ = ['SwinTransformerV2', 'UperNet', 'create_model', 'list_models', 'list_segmentation_models',
