@@ -227,7 +227,7 @@ def test_the_step_is_saved_before_its_evaluation(tmp_path, fake_data, monkeypatc
     ('optim.lr', -1.0, 'optim.lr=-1.0: must be >= 0'),
     ('batch_size', 0, 'batch_size=0: must be a positive integer'),
     ('eval_batch_size', -8, 'eval_batch_size=-8: must be a positive integer'),
-    ('optim.warmup_steps', 8, 'optim.warmup_steps=8: the warm-up must be shorter than the 8'),
+    ('optim.warmup_steps', 9, 'optim.warmup_steps=9: the warm-up is longer than the 8 optimizer updates'),
     ('optim.grad_accum_steps', 0, 'optim.grad_accum_steps=0: must be >= 1'),
     ('optim.ema_decay', 1.0, 'optim.ema_decay=1.0: must be >= 0 and < 1'),
     ('optim.betas', (0.9, 1.5), 'optim.betas=(0.9, 1.5): must be two numbers in [0, 1)'),

@@ -129,18 +129,21 @@ def _schedule(e: _Errors, config) -> None:
         e.need(steps >= k, 'num_train_steps', steps,
                f'must be at least optim.grad_accum_steps={k} (one optimizer update)')
     warmup_steps, warmup_epochs = _get(config, 'optim.warmup_steps'), _get(config, 'optim.warmup_epochs')
+    if warmup_epochs is not _MISSING:
+        e.number(config, 'optim.warmup_epochs', 0)
+    if config.get('eval_only', False):
+        return
+    # A warm-up as long as a (test-sized) run is allowed; a longer one never reaches the peak lr.
     if _int(warmup_steps) and warmup_steps >= 0:
         if steps > 0 and _int(k) and k >= 1:
-            e.need(warmup_steps < max(steps // k, 1) or warmup_steps == 0, 'optim.warmup_steps', warmup_steps,
-                   f'the warm-up must be shorter than the {max(steps // k, 1)} optimizer updates of '
-                   f'the run; lower it')
+            e.need(warmup_steps <= max(steps // k, 1), 'optim.warmup_steps', warmup_steps,
+                   f'the warm-up is longer than the {max(steps // k, 1)} optimizer updates of the run '
+                   f'(num_train_steps={steps} / optim.grad_accum_steps={k}); lower it')
     elif warmup_steps is not _MISSING:
         e.need(_int(warmup_steps), 'optim.warmup_steps', warmup_steps, 'must be an integer (-1: use warmup_epochs)')
         if _num(warmup_epochs) and warmup_epochs >= 0 and steps <= 0 and _num(epochs) and epochs > 0:
-            e.need(warmup_epochs < epochs or warmup_epochs == 0, 'optim.warmup_epochs', warmup_epochs,
-                   f'the warm-up must be shorter than num_epochs={epochs}; lower it')
-    if warmup_epochs is not _MISSING:
-        e.number(config, 'optim.warmup_epochs', 0)
+            e.need(warmup_epochs <= epochs, 'optim.warmup_epochs', warmup_epochs,
+                   f'the warm-up is longer than num_epochs={epochs}; lower it')
 
 
 def _optim(e: _Errors, config) -> None:
