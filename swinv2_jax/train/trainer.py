@@ -340,6 +340,9 @@ def _loop(run: Run, state: TrainState, *, train_step, evaluate, ckpt: checkpoint
                 meter.pause(time.perf_counter() - t)
             if (eval_every > 0 and step % eval_every == 0) or last:
                 flush()
+                t = time.perf_counter()
+                ckpt.wait_or_stop(step, ckpt_bytes)   # the step's checkpoint is on disk first
+                meter.pause(time.perf_counter() - t)
                 results = evaluate(state)
                 meter.pause(results['eval_seconds'])
                 writer.write(step, results)
