@@ -195,11 +195,16 @@ def test_a_tiny_tmpfs_workdir_stops_with_the_sizes(tmp_path, fake_data):
     if subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=3m', 'tmpfs', str(mnt)], capture_output=True).returncode:
         pytest.skip('cannot mount a tmpfs here')
     try:
-        c = tiny_config(num_train_steps=8, checkpoint_every_steps=1)
-        c.model_overrides.embed_dim = 64       # ~0.5 M parameters: a checkpoint > 3 MB
-        c.model_overrides.num_heads = (2, 4)
-        with pytest.raises(CheckpointSaveError, match='(?s)MiB.*free'):
+        # ~1.2 MB of state: room for the first checkpoint, not for the ones after it
+        c = tiny_config(num_train_steps=8, checkpoint_every_steps=1, keep_checkpoints=8)
+        c.model_overrides.embed_dim = 32
+        with pytest.raises(CheckpointSaveError) as e:
             trainer.train_and_evaluate(c, str(mnt))
+        text = str(e.value)
+        assert 'failed: the disk is full' in text and 'MiB' in text and 'free' in text, text
+        assert 'the last complete checkpoint is step' in text
+        last = int(text.split('the last complete checkpoint is step ')[1].split()[0])
+        assert last >= 1 and Checkpointer(str(mnt), read_only=True).latest_step() == last
     finally:
         subprocess.run(['umount', str(mnt)])
 
@@ -416,3 +421,24 @@ def test_one_failing_process_stops_both(tmp_path):
                 p.kill()
     assert 'STOPPED StoppedByAnotherProcess: process 1: [Errno 28] No space left on device' in outs[0], outs[0]
     assert 'STOPPED OSError: [Errno 28] No space left on device' in outs[1], outs[1]
+
+
+# ----------------------------------------------------------------------------------------------
+# train.py: one message on the console, the traceback in the workdir's log
+# ----------------------------------------------------------------------------------------------
+
+def test_train_py_prints_one_error_and_logs_the_traceback(tmp_path):
+    env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS='cpu')
+    proc = subprocess.run([sys.executable, os.path.join(REPO, 'train.py'), f'--workdir={tmp_path}',
+                           '--config', os.path.join(REPO, 'configs', 'digits.py:runlocal'),
+                           '--config.optim.lr=-1', '--config.batch_size=0'],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 1
+    assert 'Traceback' not in proc.stderr + proc.stdout
+    errors = [line for line in proc.stderr.splitlines() if line.startswith('error: ')]
+    assert errors == ['error: 2 invalid config values (set them with --config.KEY=VALUE; every key is '
+                      'documented in swinv2_jax/train/config_lib.py):'], proc.stderr[-3000:]
+    assert '  optim.lr=-1.0: must be >= 0' in proc.stderr and '  batch_size=0:' in proc.stderr
+    assert f'(traceback in {tmp_path}/train.log)' in proc.stderr
+    log = (tmp_path / 'train.log').read_text()
+    assert 'Traceback' in log and 'ConfigError' in log

@@ -308,7 +308,7 @@ def shape_mismatch(stored: Dict[str, Any], abstract: Dict[str, Any]) -> Optional
         if key in ('params', 'ema_params'):
             plain = jax.tree.map(lambda m: jax.ShapeDtypeStruct(tuple(m.shape), m.dtype), stored[key])
             diff = diff_trees(abstract[key], plain, given_word='checkpoint', expected_word='model')
-            problems += [f'{key} {line}' for line in diff.lines()]
+            problems += [f'{key} {line}' if len(line) < 300 else f'{key} {line[:300]}...' for line in diff.lines()]
         else:
             have = sorted(tuple(getattr(m, 'shape', ())) for m in jax.tree.leaves(stored[key]))
             want = sorted(tuple(a.shape) for a in jax.tree.leaves(abstract[key]))
@@ -318,7 +318,7 @@ def shape_mismatch(stored: Dict[str, Any], abstract: Dict[str, Any]) -> Optional
     if not problems:
         return None
     text = '; '.join(problems)
-    return text if len(text) < 1500 else text[:1500] + '...'
+    return text if len(text) < 1000 else text[:1000] + '...'
 
 
 def latest_step(workdir: str) -> Optional[int]:

@@ -17,6 +17,7 @@ from typing import Optional
 from absl import logging
 
 LOG_FILE = 'train.log'
+FILE_ONLY = {'file_only': True}   # `extra=` of a record for the log file alone
 
 
 class _NoTracebacks(pylogging.Filter):
@@ -24,6 +25,8 @@ class _NoTracebacks(pylogging.Filter):
     background threads after a failed restore or save) goes to the file only."""
 
     def filter(self, record):
+        if getattr(record, 'file_only', False):
+            return False
         if record.exc_info:
             record.exc_info, record.exc_text = None, None
         return 'Event loop is closed' not in record.getMessage()
@@ -50,17 +53,19 @@ def start(workdir: str, process_index: int = 0) -> Optional[str]:
             if args.exc_type is SystemExit:
                 return
             text = ''.join(traceback.format_exception(args.exc_type, args.exc_value, args.exc_traceback))
-            pylogging.getLogger('swinv2_jax').error('thread %s failed:\n%s',
-                                                    getattr(args.thread, 'name', '?'), text)
+            pylogging.getLogger('swinv2_jax').error('thread %s failed:\n%s', getattr(args.thread, 'name', '?'),
+                                                    text, extra=FILE_ONLY)
         threading.excepthook = thread_failed
         sys.unraisablehook = lambda u: pylogging.getLogger('swinv2_jax').error(
-            'unraisable exception: %s', ''.join(traceback.format_exception(u.exc_type, u.exc_value, u.exc_traceback)))
+            'unraisable exception: %s', ''.join(traceback.format_exception(u.exc_type, u.exc_value, u.exc_traceback)),
+            extra=FILE_ONLY)
     return path
 
 
 def report(error: BaseException, log_path: Optional[str]) -> str:
     """The failure's one console message; its traceback goes to the log file."""
     pylogging.getLogger('swinv2_jax').error(
-        'run failed:\n%s', ''.join(traceback.format_exception(type(error), error, error.__traceback__)))
+        'run failed:\n%s', ''.join(traceback.format_exception(type(error), error, error.__traceback__)),
+        extra=FILE_ONLY)
     where = f' (traceback in {log_path})' if log_path else ''
     return f'error: {error}{where}'
