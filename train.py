@@ -139,14 +139,16 @@ def main(argv):
     tf.config.set_visible_devices([], 'GPU')
 
     import jax
-    from swinv2_jax.train import NonFiniteLossError, train_and_evaluate
-    logging.info('config:\n%s', FLAGS.config)
+    from swinv2_jax.train import run_log, train_and_evaluate
     workdir = os.path.abspath(FLAGS.workdir)
+    log_path = run_log.start(workdir, jax.process_index()) if not os.path.isfile(workdir) else None
+    logging.info('config:\n%s', FLAGS.config)
     try:
         train_and_evaluate(FLAGS.config, workdir)
-    except NonFiniteLossError as e:
-        logging.error('%s', e)
-        print(f'error: {e}', file=sys.stderr)
+    except Exception as e:  # noqa: BLE001  one message on the console, the traceback in the log
+        if logging.get_verbosity() > logging.INFO:
+            raise
+        print(run_log.report(e, log_path), file=sys.stderr, flush=True)
         return 1
     if jax.process_index() == 0:
         write_curves(workdir)

@@ -516,5 +516,16 @@ class PickledCode:
 def test_pickled_objects_are_not_run(tmp_path):
     path = tmp_path / 'code.pth'
     torch.save({'weight': torch.zeros(2), 'obj': PickledCode()}, path)
-    with pytest.raises(ValueError, match="(?s)code.pth.*weights_only"):
+    with pytest.raises(ValueError, match="(?s)code.pth.*may run code.*safetensors") as e:
         read_state_dict(path)
+    assert 'weights_only=False' not in str(e.value) and e.value.__cause__ is None
+
+
+def test_truncated_pth_is_named_corrupt_not_code(tmp_path):
+    path = tmp_path / 'cut.pth'
+    torch.save({'weight': torch.zeros(1000)}, path)
+    data = path.read_bytes()
+    path.write_bytes(data[:len(data) // 2])
+    with pytest.raises(ValueError, match="(?s)cut.pth.*corrupt or truncated") as e:
+        read_state_dict(path)
+    assert 'may run code' not in str(e.value)

@@ -11,6 +11,7 @@ is docs/training_contract.md:
     for batch in data.eval_iterator(config, name, image_size, local_batch_size, process_index,
                                     process_count): ...
     names = data.eval_names(config)
+    errors = data.dataset_errors(config)     # start-up check of the names and splits
 """
 import warnings
 
@@ -25,8 +26,9 @@ except RuntimeError:  # TensorFlow had already initialised its devices: too late
                       'running any TensorFlow op')
 
 from swinv2_jax.data.digits import Digits  # noqa: E402  (registers the tfds dataset 'digits')
+from swinv2_jax.data.dataset_checks import dataset_errors  # noqa: E402
 from swinv2_jax.data.pipeline import (DatasetInfo, dataset_info, eval_iterator,  # noqa: E402
                                       eval_names, steps_per_epoch, train_iterator)
 
-__all__ = ['DatasetInfo', 'Digits', 'dataset_info', 'eval_iterator', 'eval_names', 'steps_per_epoch',
+__all__ = ['DatasetInfo', 'Digits', 'dataset_errors', 'dataset_info', 'eval_iterator', 'eval_names', 'steps_per_epoch',
            'train_iterator']

@@ -32,6 +32,7 @@ masks over all processes is exactly n.
 from __future__ import annotations
 
 import math
+import os
 from typing import Any, Iterator, NamedTuple, Sequence
 
 import tensorflow as tf
@@ -39,7 +40,8 @@ import tensorflow_datasets as tfds
 
 from swinv2_jax.data import digits as digits_lib
 from swinv2_jax.constants import IMAGENET_MEAN, IMAGENET_STD
-from swinv2_jax.data import simmim_mask, transforms
+from swinv2_jax.data import image_files, simmim_mask, transforms
+from absl import logging
 
 DEFAULT_SHUFFLE_WINDOW = 8192   # examples per permuted window (~0.9 GB of ImageNet JPEGs, 2x briefly)
 MAX_BLOCKS = 16                 # sequential readers interleaved per process and epoch
@@ -74,6 +76,7 @@ class _Source(NamedTuple):
     label_key: str
     encoded: bool  # the image feature is read as encoded bytes (tfds.features.Image)
     num_classes: int
+    exclude: tuple = ()  # folder datasets with skip_bad_images: the unreadable files' paths
 
     def read(self, start: int, stop: int) -> tf.data.Dataset:
         """Examples [start, stop) of the split as (image, int32 label), image not yet decoded."""
@@ -86,7 +89,7 @@ class _Source(NamedTuple):
         else:
             ds = self.builder.as_dataset(split=self.split, shuffle_files=False,
                                          decoders=decoders, read_config=read_config)
-            ds = ds.skip(start).take(stop - start)
+            ds = _without(ds, self.exclude).skip(start).take(stop - start)
         image_key, label_key = self.image_key, self.label_key
         return ds.map(_plain(lambda ex: (ex[image_key], tf.cast(ex[label_key], tf.int32))))
 
@@ -94,6 +97,35 @@ class _Source(NamedTuple):
 def _plain(fn):
     """`fn` traced as written: no AutoGraph conversion (nothing here needs it; it only costs time)."""
     return tf.autograph.experimental.do_not_convert(fn)
+
+
+def _without(ds: tf.data.Dataset, paths: tuple) -> tf.data.Dataset:
+    """`ds` without the examples whose 'image/filename' is one of `paths`."""
+    if not paths:
+        return ds
+    table = tf.constant(list(paths))
+    return ds.filter(_plain(lambda ex: tf.logical_not(tf.reduce_any(tf.equal(ex['image/filename'], table)))))
+
+
+_CHECKED_FOLDERS: dict = {}
+
+
+def _bad_images(root: str, split: str, skip: bool) -> tuple:
+    """Full paths of the unreadable images of `root/split` (empty: all read) when `skip`; else
+    BadImagesError listing every unreadable file of the folder (all splits), before any training."""
+    if root not in _CHECKED_FOLDERS:
+        _CHECKED_FOLDERS[root] = image_files.bad_files(root)
+        bad = _CHECKED_FOLDERS[root]
+        if bad and skip:
+            logging.warning('skip_bad_images: skipping %d unreadable image file(s) of %s:%s', len(bad), root,
+                            image_files.describe(root, bad))
+    bad = _CHECKED_FOLDERS[root]
+    if bad and not skip:
+        raise image_files.BadImagesError(
+            f'{len(bad)} image file(s) of folder:{root} cannot be read:{image_files.describe(root, bad)}\n'
+            f'Replace or delete them, or pass --config.skip_bad_images=True to train without them.')
+    prefix = split + os.sep
+    return tuple(os.path.join(root, rel) for rel in sorted(bad) if rel.startswith(prefix))
 
 
 def _slice_spec(segments: Sequence[tuple], start: int, stop: int) -> str:
@@ -122,8 +154,9 @@ def _builder(dataset: str, data_dir: str | None):
     return builder
 
 
-def _open(dataset: str, split: str, data_dir: str | None = None) -> _Source:
-    """Opens `split` of `dataset` (preparing it if needed) and counts its examples."""
+def _open(dataset: str, split: str, data_dir: str | None = None, skip_bad_images: bool = False) -> _Source:
+    """Opens `split` of `dataset` (preparing it if needed) and counts its examples. A folder's image
+    files are checked first (image_files.py): unreadable ones are an error, or skipped."""
     builder = _builder(dataset, data_dir)
     info = builder.info
     folder = isinstance(builder, tfds.folder_dataset.ImageFolder)
@@ -132,6 +165,7 @@ def _open(dataset: str, split: str, data_dir: str | None = None) -> _Source:
     if folder and split not in info.splits.keys():
         raise ValueError(f'{dataset} has no split {split!r}; its sub-folders are '
                          f'{sorted(info.splits.keys())}')
+    exclude = _bad_images(dataset[len(_FOLDER_PREFIX):], split, skip_bad_images) if folder else ()
 
     keys = info.supervised_keys
     if isinstance(keys, tuple) and len(keys) == 2 and all(isinstance(k, str) for k in keys):
@@ -153,8 +187,8 @@ def _open(dataset: str, split: str, data_dir: str | None = None) -> _Source:
         num_examples = int(ds.cardinality())
         if num_examples < 0:  # unknown cardinality: count once
             num_examples = int(ds.reduce(0, lambda count, _: count + 1))
-    return _Source(builder, split, num_examples, segments, image_key, label_key, encoded,
-                   info.features[label_key].num_classes)
+    return _Source(builder, split, num_examples - len(exclude), segments, image_key, label_key, encoded,
+                   info.features[label_key].num_classes, exclude)
 
 
 def _shard(num_examples: int, process_index: int, process_count: int) -> tuple[int, int]:
@@ -182,8 +216,9 @@ def eval_names(config) -> list[str]:
 def dataset_info(config) -> DatasetInfo:
     """Class count and example counts of the training split and of every evaluation."""
     data_dir = config.get('data_dir', None)
-    train = _open(config.dataset, config.train_split, data_dir)
-    counts = {name: _open(dataset, split, data_dir).num_examples
+    skip = bool(config.get('skip_bad_images', False))
+    train = _open(config.dataset, config.train_split, data_dir, skip)
+    counts = {name: _open(dataset, split, data_dir, skip).num_examples
               for name, (dataset, split) in _eval_sources(config).items()}
     return DatasetInfo(train.num_classes, train.num_examples, counts)
 
@@ -318,7 +353,8 @@ def train_iterator(config, image_size, local_batch_size: int, start_step: int = 
     `shuffle_window` (default 8192).
     """
     image_size = _size(image_size)
-    source = _open(config.dataset, config.train_split, config.get('data_dir', None))
+    source = _open(config.dataset, config.train_split, config.get('data_dir', None),
+                   bool(config.get('skip_bad_images', False)))
     steps = steps_per_epoch(source.num_examples, local_batch_size, process_count)
     if steps < 1:
         raise ValueError(f'{config.dataset}:{config.train_split} has {source.num_examples} '
@@ -371,7 +407,7 @@ def eval_iterator(config, name: str, image_size, local_batch_size: int, process_
         raise ValueError(f'unknown evaluation {name!r}; this config has {list(sources)}')
     dataset, split = sources[name]
     image_size = _size(image_size)
-    source = _open(dataset, split, config.get('data_dir', None))
+    source = _open(dataset, split, config.get('data_dir', None), bool(config.get('skip_bad_images', False)))
     start, stop = _shard(source.num_examples, process_index, process_count)
     num_batches = math.ceil(math.ceil(source.num_examples / process_count) / local_batch_size)
     preprocess = _eval_preprocess(config, image_size, source.encoded)

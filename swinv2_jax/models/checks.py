@@ -50,6 +50,14 @@ def geometry_errors(model) -> list:
     return errors
 
 
+def heads_that_fit(model) -> tuple:
+    """The head counts nearest to `num_heads` that divide each stage's channels."""
+    out = []
+    for dim, heads in zip(model.stage_dims, model.num_heads):
+        out.append(min((h for h in range(1, dim + 1) if dim % h == 0), key=lambda h: (abs(h - heads), -h)))
+    return tuple(out)
+
+
 def valid_sizes_near(model, size: int, axis: int = 0, count: int = 2) -> list:
     """The nearest image sides (along `axis`) this configuration accepts, for error messages.
 
@@ -164,6 +172,12 @@ def check_config(model, switches: Mapping[str, Sequence[str]], window_paddings: 
     if errors:
         raise ValueError('invalid SwinTransformerV2 option: ' + '; '.join(errors) + '.')
     errors = geometry_errors(model)
+    if errors and all('heads' in e for e in errors):
+        dims = list(model.stage_dims)
+        raise ValueError(f'SwinTransformerV2 with embed_dim={model.embed_dim} (stage channels {dims}) '
+                         f'cannot use num_heads={tuple(model.num_heads)}: ' + '; '.join(errors) + '. '
+                         f'Change num_heads (e.g. num_heads={heads_that_fit(model)}) or embed_dim so that '
+                         f'every stage\'s channels divide by its heads; the image and window sizes are fine.')
     if errors:
         hints = []
         if len(model.window_size) == model.num_stages:

@@ -116,6 +116,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.data_dir = config_dict.placeholder(str)        # tfds data_dir (None: tfds' default)
     c.train_split = 'train'
     c.eval_split = 'validation'     # evaluated as 'eval_*' metrics; '' = none
+    # folder datasets: unreadable image files (corrupt, empty, truncated) are an error listing them
+    # before training starts; True skips them instead (their count and paths are logged)
+    c.skip_bad_images = False
     c.extra_evals = ()              # ((dataset, split), ...), e.g. (('imagenet_v2', 'test'),)
     c.batch_size = 1024             # global, per step (split over processes and devices)
     c.eval_batch_size = 1024        # global

@@ -25,7 +25,8 @@ from absl import logging
 
 from swinv2_jax.compile_options import inference_compiler_options
 from swinv2_jax.models import abstract_variables
-from swinv2_jax.train import checkpointing, common, config_lib, init_from, metrics, objectives, optim, sharding
+from swinv2_jax.train import (checkpointing, common, config_checks, config_lib, init_from, metrics, multihost,
+                              objectives, optim, sharding)
 from swinv2_jax.train.common import TrainState
 
 
@@ -88,15 +89,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     Resumes from the latest checkpoint in workdir when there is one. Returns the final state.
     Raises NonFiniteLossError on a NaN/inf loss or gradient norm.
     """
+    data = _data()
+    multihost.stop_together(lambda: config_checks.check(
+        config, os.path.abspath(workdir), extra=getattr(data, 'dataset_errors', None),
+        num_devices=jax.device_count(), num_processes=jax.process_count(),
+        objectives=tuple(objectives.OBJECTIVES), sharding_modes=tuple(sharding.MODES)))
     workdir = _prepare_workdir(config, workdir)
-    data, objective = _data(), objectives.get(config)
+    objective = objectives.get(config)
 
     # ---- mesh --------------------------------------------------------------------------------------
     mesh = sharding.make_mesh()
     with jax.set_mesh(mesh):
 
         # ---- input -------------------------------------------------------------------------------
-        info = data.dataset_info(config)
+        info = multihost.stop_together(lambda: data.dataset_info(config))   # folder images checked here
         model = objective.build_model(config, info.num_classes)
         run = Run(config=config, workdir=workdir, data=data, objective=objective, model=model, mesh=mesh,
                   lengths=train_lengths(config, info.num_train_examples),
@@ -199,12 +205,11 @@ def _restore(run: Run, ckpt: checkpointing.Checkpointer, state: TrainState, abst
              state_shardings: TrainState) -> Tuple[TrainState, bool]:
     """(state, whether a checkpoint of this run was restored): the latest checkpoint into this run's
     mesh and mode (whatever the saving run's were), else init_from's parameters, else `state`."""
-    latest = ckpt.latest_step()
-    if latest is not None:
-        restored, _ = ckpt.restore(sharding.with_shardings(abstract_state.to_checkpoint(),
-                                                           state_shardings.to_checkpoint()), latest,
-                                   placement=f'{run.mesh.devices.size} devices, sharding {run.mode!r}')
-        state = TrainState.from_checkpoint(restored)
+    found = ckpt.restore_newest(sharding.with_shardings(abstract_state.to_checkpoint(),
+                                                        state_shardings.to_checkpoint()),
+                                placement=f'{run.mesh.devices.size} devices, sharding {run.mode!r}')
+    if found is not None:
+        state = TrainState.from_checkpoint(found[0])
         logging.info('resumed from %s at step %d', ckpt.directory, int(state.step))
         return state, True
     if run.config.init_from:
@@ -307,6 +312,8 @@ def _loop(run: Run, state: TrainState, *, train_step, evaluate, ckpt: checkpoint
         meter.add(scalars)
         writer.progress(s, loss=scalars['loss'], lr=scalars['lr'])
 
+    ckpt_bytes = sharding.global_bytes(state.to_checkpoint())
+    multihost.stop_together(lambda: ckpt.check_free_space(ckpt_bytes))
     step = start_step
     with checkpointing.PreemptionHandler() as preemption:
         while step < total_steps:
@@ -323,24 +330,30 @@ def _loop(run: Run, state: TrainState, *, train_step, evaluate, ckpt: checkpoint
                 writer.write(step, summary)
                 writer.log(f'step {step}/{total_steps}: {_fmt(summary)}', shown_by_bar=True)
                 meter.reset()
+            if jax.process_count() == 1:     # a failed background save stops the run at once (several
+                ckpt.check(step, ckpt_bytes)  # processes agree on it at the next save instead)
+            # The checkpoint before the evaluation: an evaluation that fails loses no training.
+            if (ckpt_every > 0 and step % ckpt_every == 0) or last or preemption.is_set():
+                flush()                       # never save a state whose loss was not checked
+                t = time.perf_counter()
+                ckpt.save_or_stop(step, state.to_checkpoint(), meta, ckpt_bytes)
+                meter.pause(time.perf_counter() - t)
             if (eval_every > 0 and step % eval_every == 0) or last:
                 flush()
+                t = time.perf_counter()
+                ckpt.wait_or_stop(step, ckpt_bytes)   # the step's checkpoint is on disk first
+                meter.pause(time.perf_counter() - t)
                 results = evaluate(state)
                 meter.pause(results['eval_seconds'])
                 writer.write(step, results)
                 writer.log(f'eval at step {step}: {_fmt(results)}')
-            if (ckpt_every > 0 and step % ckpt_every == 0) or last or preemption.is_set():
-                flush()                       # never save a state whose loss was not checked
-                t = time.perf_counter()
-                ckpt.save(step, state.to_checkpoint(), meta)
-                meter.pause(time.perf_counter() - t)
             if preemption.is_set() and not last:
-                ckpt.wait()
+                ckpt.wait_or_stop(step, ckpt_bytes)
                 logging.warning('stopped at step %d after a signal; the checkpoint is saved. Run the '
                                 'same command to continue.', step)
                 break
         flush()
-    ckpt.wait()
+    ckpt.wait_or_stop(step, ckpt_bytes)
     return state
 
 

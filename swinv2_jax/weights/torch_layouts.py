@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 import re
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -215,10 +216,19 @@ def _read_file(path: str) -> Any:
     try:
         return torch.load(path, map_location='cpu', weights_only=True)
     except Exception as e:
-        reason = re.sub(r'\x1b\[[0-9;]*m', '', str(e)).strip().splitlines()[0]  # torch's text is long and coloured
+        # torch's text is long, coloured, and advises weights_only=False (running the file's code)
+        text = re.sub(r'\x1b\[[0-9;]*m', '', str(e))
+        if 'weights_only' in text or isinstance(e, pickle.UnpicklingError):
+            raise ValueError(
+                f'{path} holds pickled Python objects beyond tensors, and unpickling them may run code '
+                f'from the file, so it is not loaded. If you trust its origin, convert it where that is '
+                f'safe: in a separate Python with PyTorch, torch.load it there and save the tensors with '
+                f'safetensors (from safetensors.torch import save_file; save_file({{k: v.contiguous() for '
+                f'k, v in state_dict.items()}}, "weights.safetensors")), then pass the .safetensors '
+                f'file here.') from None
+        reason = text.strip().splitlines()[0] if text.strip() else type(e).__name__
         raise ValueError(f'cannot read {path} as a PyTorch checkpoint ({type(e).__name__}: {reason}); '
-                         f'the file is corrupt or truncated, or holds pickled code that '
-                         f'weights_only=True refuses to run') from e
+                         f'the file is corrupt or truncated (is the download complete?)') from e
 
 
 def read_state_dict(src) -> Dict[str, np.ndarray]:
