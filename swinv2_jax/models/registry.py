@@ -1,5 +1,9 @@
 """The released SwinV2 (and Swin V1) variants as data, and the `create_model` / `list_models` factory.
 
+Segmentation models are a head's name before a backbone's: `upernet_swinv2_base_window16_256` is
+UperNet (`models/upernet.py`) on that backbone (`HEADS`); the Hugging Face hub's UperNets are aliases
+with their settings (`SEGMENTATION_ALIASES`).
+
 Canonical names are timm's. Swin Transformer V1 (`swin_*`) is this model with every ablation switch
 at its V1 value (`SWIN_V1`: pre-norm, dot-product attention, a position bias table, a qkv bias, V1
 patch merging). The official repository's long names (`swinv2_tiny_patch4_window8_256`,
@@ -17,6 +21,7 @@ from typing import Any, Dict, List, Tuple
 import jax.numpy as jnp
 
 from swinv2_jax.models.swin_transformer_v2 import SWIN_V1, SWITCHES, SwinTransformerV2, to_pair
+from swinv2_jax.models.upernet import UperNet
 
 _T = dict(embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24))
 _S = dict(embed_dim=96, depths=(2, 2, 18, 2), num_heads=(3, 6, 12, 24))
@@ -210,7 +215,12 @@ def create_model(name: str, **overrides) -> SwinTransformerV2:
     'table'), qkv_bias ('qv', 'qkv'), patch_merging ('v2', 'v1'); strict_img_size=False takes
     images of any size (multiples of patch_size) at apply time, padding as timm's dynamic mode.
     Raises ValueError for an unknown name or override and for a size the windows cannot tile.
+
+    `upernet_<backbone name>` (and the `openmmlab/upernet-swin-*` hub names) build a `UperNet`
+    segmentation model instead: see `create_segmentation_model`.
     """
+    if segmentation_head(name):
+        return create_segmentation_model(name, **overrides)
     cfg = model_config(name, **overrides)
     n = len(cfg['depths'])
     model = SwinTransformerV2(
@@ -243,8 +253,14 @@ def create_model(name: str, **overrides) -> SwinTransformerV2:
     return model
 
 
-def model_fields(model: SwinTransformerV2) -> Dict[str, Any]:
-    """The architecture of a built model as plain data (for saving next to its weights)."""
+def model_fields(model) -> Dict[str, Any]:
+    """The architecture of a built model as plain data (for saving next to its weights); a
+    segmentation model's has its head's name under 'head' and its backbone's fields under 'backbone'."""
+    head = next((h for h, row in HEADS.items() if isinstance(model, row['model'])), None)
+    if head is not None:
+        out = {'head': head, 'backbone': model_fields(model.backbone)}
+        out.update({k: _plain(getattr(model, k)) for k in HEADS[head]['fields']})
+        return out
     out = {}
     for f in dataclasses.fields(SwinTransformerV2):
         if f.name in ('parent', 'name'):
@@ -258,8 +274,14 @@ def model_fields(model: SwinTransformerV2) -> Dict[str, Any]:
     return out
 
 
-def model_from_fields(fields: Dict[str, Any]) -> SwinTransformerV2:
+def model_from_fields(fields: Dict[str, Any]):
     """Inverse of `model_fields`."""
+    if 'head' in fields:
+        head = fields['head']
+        if head not in HEADS:
+            raise ValueError(f'unknown segmentation head {head!r} in the model fields; known: {", ".join(HEADS)}')
+        kw = {k: v for k, v in fields.items() if k not in ('head', 'backbone')}
+        return _build_head(head, model_from_fields(fields['backbone']), kw)
     kw = {}
     for k, v in fields.items():
         if k in ('dtype', 'param_dtype'):
@@ -270,3 +292,100 @@ def model_from_fields(fields: Dict[str, Any]) -> SwinTransformerV2:
     model = SwinTransformerV2(**kw)
     model.check_config()
     return model
+
+
+# ----------------------------------------------------------------------------------------------
+# Segmentation: a head on any backbone above
+# ----------------------------------------------------------------------------------------------
+
+# head name -> its model class, its fields (besides the backbone) with their defaults
+HEADS: Dict[str, Dict[str, Any]] = {
+    'upernet': dict(model=UperNet, fields=dict(num_classes=150, head_channels=512, pool_scales=(1, 2, 3, 6),
+                                               aux_channels=256, out_norms=True, dropout=0.1,
+                                               dtype=jnp.float32, param_dtype=jnp.float32)),
+}
+# Overrides that go to the backbone (the rest of OVERRIDES) or to both (the dtypes).
+_SHARED_OVERRIDES = ('dtype', 'param_dtype')
+
+# Hugging Face hub name -> (registered name, overrides): transformers' conversions of
+# mmsegmentation's ADE20K UperNets (its `convert_swin_upernet_to_pytorch.py`): Swin V1 with output
+# norms, window 7 (T, S) or 12 (B, L), 150 classes, run on 512x512 crops (the windows do not tile
+# its stages: the feature maps are padded, as mmsegmentation and Hugging Face pad them).
+_HUB_UPERNET = dict(img_size=512, strict_img_size=False, num_classes=150)
+SEGMENTATION_ALIASES: Dict[str, Tuple[str, Dict[str, Any]]] = {
+    'openmmlab/upernet-swin-tiny': ('upernet_swin_tiny_patch4_window7_224', _HUB_UPERNET),
+    'openmmlab/upernet-swin-small': ('upernet_swin_small_patch4_window7_224', _HUB_UPERNET),
+    'openmmlab/upernet-swin-base': ('upernet_swin_base_patch4_window12_384', _HUB_UPERNET),
+    'openmmlab/upernet-swin-large': ('upernet_swin_large_patch4_window12_384', _HUB_UPERNET),
+}
+
+
+def _plain(v):
+    if isinstance(v, tuple):
+        return [list(x) if isinstance(x, tuple) else x for x in v]
+    if isinstance(v, type) or isinstance(v, jnp.dtype):
+        return jnp.dtype(v).name
+    return v
+
+
+def segmentation_head(name: str):
+    """The head of a segmentation model name ('upernet'), or None for a classification name."""
+    key = name.strip()
+    if key.lower() in SEGMENTATION_ALIASES:
+        key = SEGMENTATION_ALIASES[key.lower()][0]
+    head = key.split('_', 1)[0]
+    return head if head in HEADS and '_' in key else None
+
+
+def list_segmentation_models(pattern: str = '*') -> List[str]:
+    """Segmentation model names (a head on each registered backbone) matching a shell-style pattern."""
+    return sorted(n for n in (f'{h}_{b}' for h in HEADS for b in VARIANTS) if fnmatch.fnmatch(n, pattern))
+
+
+def _build_head(head: str, backbone: SwinTransformerV2, kw: Dict[str, Any]):
+    row = HEADS[head]
+    unknown = sorted(set(kw) - set(row['fields']))
+    if unknown:
+        raise ValueError(f'unknown {head} field(s) {", ".join(unknown)}; valid: {", ".join(row["fields"])}')
+    cfg = {**row['fields'], **kw}
+    for k in ('dtype', 'param_dtype'):
+        cfg[k] = _as_dtype(cfg[k])
+    cfg['pool_scales'] = tuple(_integer(s) for s in _stage_indices(cfg['pool_scales']))
+    model = row['model'](backbone=backbone, **cfg)
+    model.check_config()
+    return model
+
+
+def create_segmentation_model(name: str, **overrides):
+    """`upernet_<backbone>` (any registered backbone name or alias) or a hub alias
+    (`openmmlab/upernet-swin-base`): the head on that backbone, headless.
+
+    Overrides: every backbone override of `create_model` (img_size, window_size,
+    pretrained_window_sizes, the architecture fields, the memory and ablation switches, dtype and
+    param_dtype, which the head uses too), and the head's: num_classes (150), head_channels (512),
+    pool_scales ((1, 2, 3, 6)), aux_channels (256; 0 = no auxiliary head), out_norms (True: a
+    LayerNorm on each stage output, as mmsegmentation and Hugging Face's SwinBackbone; False for
+    Hugging Face's Swinv2Backbone), dropout (0.1). Raises ValueError naming a bad name or override
+    and a backbone the head cannot use.
+    """
+    key = name.strip()
+    if key.lower() in SEGMENTATION_ALIASES:
+        key, alias_overrides = SEGMENTATION_ALIASES[key.lower()]
+        overrides = {**alias_overrides, **overrides}
+    head = segmentation_head(key)
+    if head is None:
+        raise ValueError(f'{name!r} is not a segmentation model name; use one of {", ".join(HEADS)} + "_" + a '
+                         f'backbone name (list_segmentation_models()), or {", ".join(SEGMENTATION_ALIASES)}')
+    fields = HEADS[head]['fields']
+    unknown = sorted(set(overrides) - set(fields) - set(OVERRIDES))
+    if unknown:
+        raise ValueError(f'unknown override(s) {", ".join(unknown)} for {key}; valid overrides: the backbone\'s '
+                         f'({", ".join(o for o in OVERRIDES if o != "num_classes")}) and the head\'s '
+                         f'({", ".join(fields)})')
+    head_kw = {k: v for k, v in overrides.items() if k in fields}
+    backbone_kw = {k: v for k, v in overrides.items() if k not in fields or k in _SHARED_OVERRIDES}
+    try:
+        backbone = create_model(key.split('_', 1)[1], **backbone_kw, num_classes=0)
+    except ValueError as e:
+        raise ValueError(f'{key}: the backbone {key.split("_", 1)[1]!r}: {e}') from e
+    return _build_head(head, backbone, head_kw)

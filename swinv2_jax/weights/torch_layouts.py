@@ -332,6 +332,9 @@ def load_torch_weights(src, model: SwinTransformerV2, layout: Optional[str] = No
     Raises:
       ValueError listing every missing, unexpected and mis-shaped key at once.
     """
+    if not isinstance(model, SwinTransformerV2):
+        raise TypeError(f'torch_layouts reads SwinTransformerV2 checkpoints; for a {type(model).__name__} '
+                        f'use swinv2_jax.load_torch_weights')
     sd = read_state_dict(src)
     layout, prefix = resolve_layout(sd, layout)
     aliases = ALIASES_ON_LOAD.get(layout, [])
