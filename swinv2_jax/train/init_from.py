@@ -221,7 +221,16 @@ def _resize_tables(source: Dict, model: SwinTransformerV2) -> Tuple[Dict, List[s
 
 def load_pretrained(path: str, model, target_params: Dict,
                     head_map_path: str = '') -> Tuple[Dict, InitReport]:
-    """(params for `model`, report): `target_params` (its initialisation) with the source merged in."""
+    """(params for `model`, report): `target_params` (its initialisation) with the source merged in.
+
+    A segmentation model (a head on a `backbone`) takes the source into its backbone, read as above
+    at the backbone's windows and resolution; its heads keep their initialisation."""
+    backbone = getattr(model, 'backbone', None)
+    if isinstance(backbone, SwinTransformerV2):
+        params, report = load_pretrained(path, backbone, target_params['backbone'], head_map_path)
+        heads = sorted(k for k in target_params if k != 'backbone')
+        logging.info('init_from %s: the backbone; initialised, not loaded: %s', path, ', '.join(heads))
+        return {**jax.device_get(target_params), 'backbone': params}, report
     objective = objectives.for_model(model)
     if hasattr(objective, 'load_torch'):   # continued training of its own kind (SimMIM pre-training)
         source, kind = read_own_objective_source(path, model, objective)
