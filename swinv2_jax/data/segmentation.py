@@ -178,7 +178,8 @@ def _numpy(ds: tf.data.Dataset) -> Iterator[dict]:
         except StopIteration:
             return
         except tf.errors.InvalidArgumentError as e:
-            raise ValueError(e.message.split('assertion failed: ')[-1]) from None
+            text = e.message.split('assertion failed: ')[-1].split('\n')[0]
+            raise ValueError(text.strip('[]').replace('] [', ' ').replace(' :', ':')) from None
 
 
 def _size(x):

@@ -70,7 +70,7 @@ def make_poly_schedule(lr: float, warmup_lr: float, min_lr: float, warmup: int, 
         poly = (lr - min_lr) * jnp.power(1.0 - t / total, power) + min_lr
         if warmup == 0:
             return poly
-        return jnp.where(t < warmup, poly * (1.0 - (1.0 - t / warmup) * (1.0 - ratio)), poly)
+        return jnp.where(t < warmup, poly * (ratio + (1.0 - ratio) * t / warmup), poly)  # = 1 - (1 - t/w)(1 - r)
     return schedule
 
 
