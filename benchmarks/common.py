@@ -45,11 +45,44 @@ def literal(text: str):
 
 # -- the benchmarked training step -----------------------------------------------------------------
 
-def loss_fn(model):
-    """Cross-entropy of the model in train mode (stochastic depth / dropout drawn from `seed`)."""
+AUX_WEIGHT = 0.4  # a segmentation model's auxiliary head (mmsegmentation's weight)
+
+
+def segmentation_loss_fn(model):
+    """Per-pixel cross-entropy of a UperNet in train mode plus 0.4 x its auxiliary head's, y being
+    [B, H, W] labels; BatchNorm on the batch (its running statistics start at their init values:
+    they are updated, not differentiated)."""
     import jax
     import jax.numpy as jnp
     import optax
+    h, w = model.img_size
+    stats = jax.eval_shape(model.init, jax.random.PRNGKey(0),
+                           jax.ShapeDtypeStruct((1, h, w, model.in_chans), jnp.float32))['batch_stats']
+
+    def loss(params, x, y, seed=0):
+        batch_stats = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), stats)
+        (logits, aux), _ = model.apply({'params': params, 'batch_stats': batch_stats}, x, train=True,
+                                       mutable=['batch_stats'], rngs={'dropout': jax.random.PRNGKey(seed)})
+        out = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+        if aux is not None:
+            out = out + AUX_WEIGHT * optax.softmax_cross_entropy_with_integer_labels(aux, y).mean()
+        return out
+    return loss
+
+
+def is_segmentation(model) -> bool:
+    from swinv2_jax.models import UperNet
+    return isinstance(model, UperNet)
+
+
+def loss_fn(model):
+    """Cross-entropy of the model in train mode (stochastic depth / dropout drawn from `seed`); a
+    segmentation model's per pixel (`segmentation_loss_fn`)."""
+    import jax
+    import jax.numpy as jnp
+    import optax
+    if is_segmentation(model):
+        return segmentation_loss_fn(model)
 
     def loss(params, x, y, seed=0):
         logits = model.apply({'params': params}, x, train=True, rngs={'dropout': jax.random.PRNGKey(seed)})

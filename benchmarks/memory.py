@@ -85,8 +85,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import (cpu_info, jax_device_name, literal, log, loss_fn, make_train_step,  # noqa: E402,F401
-                    override_arg, versions)
+from common import (cpu_info, is_segmentation, jax_device_name, literal, log, loss_fn,  # noqa: E402,F401
+                    make_train_step, override_arg, versions)
 
 REMAT = ('none', 'full', 'dots', 'dots_no_batch')
 SEQ = ('noseq', 'seq', 'seqmlp')
@@ -221,13 +221,20 @@ def abstract_params(model, in_chans: Optional[int] = None):
     return jax.eval_shape(model.init, jax.random.PRNGKey(0), x)['params']
 
 
+def backbone_of(model):
+    """The SwinTransformerV2 of a model: itself, or a segmentation model's backbone."""
+    return model.backbone if is_segmentation(model) else model
+
+
 def abstract_batch(model, batch: int):
-    """Abstract images (float32 NHWC), integer labels and a dropout seed."""
+    """Abstract images (float32 NHWC), integer labels (per image, or per pixel for a segmentation
+    model) and a dropout seed."""
     import jax
     import jax.numpy as jnp
     h, w = model.img_size
+    labels = (batch, h, w) if is_segmentation(model) else (batch,)
     return (jax.ShapeDtypeStruct((batch, h, w, model.in_chans), jnp.float32),
-            jax.ShapeDtypeStruct((batch,), jnp.int32),
+            jax.ShapeDtypeStruct(labels, jnp.int32),
             jax.ShapeDtypeStruct((), jnp.uint32))
 
 
@@ -252,7 +259,8 @@ def residual_report(model, batch: int) -> Dict[str, Any]:
         if kind != 'activation':
             continue
         m = re.search(r'layers_(\d+)', where)
-        stage = f'stage{m.group(1)}' if m else 'other'
+        head = re.search(r'(decode_head|auxiliary_head)', where)  # a segmentation model's heads
+        stage = f'stage{m.group(1)}' if m else head.group(1) if head else 'other'
         part = next((p for p in ('attn', 'mlp', 'norm') if re.search(rf'/{p}\w*', where)), 'other')
         by_stage[stage] = by_stage.get(stage, 0) + b
         by_part[part] = by_part.get(part, 0) + b
@@ -584,8 +592,8 @@ def start_row(args) -> Row:
         cpu=cpu_info(), versions=versions('jax', 'jaxlib', 'flax', 'optax'),
         model_source_sha256=model_source_hash(),
         model=name, batch=batch, overrides={k: str(v) for k, v in overrides.items()},
-        seq_stages=list(seq_stages), attention_chunk_size=plain.attention_chunk_size,
-        mlp_chunk_tokens=plain.mlp_chunk_tokens,
+        seq_stages=list(seq_stages), attention_chunk_size=backbone_of(plain).attention_chunk_size,
+        mlp_chunk_tokens=backbone_of(plain).mlp_chunk_tokens,
         config={k: v for k, v in model_fields(plain).items() if k not in SWITCH_KEYS},
         units='bytes', residuals={}, compiled={}, block={}, state=None, fit={}, timing=None, targets={},
         notes=[])
@@ -617,13 +625,14 @@ def measure_compiled(row: Row, combos: List[str]) -> None:
 
 def measure_blocks(row: Row) -> None:
     """(c) one stage-0 block, unshifted and shifted: sequential attention off, on, on with the MLP."""
-    chunk, mlp_chunk = row.plain.attention_chunk_size, row.plain.mlp_chunk_tokens
+    plain = backbone_of(row.plain)
+    chunk, mlp_chunk = plain.attention_chunk_size, plain.mlp_chunk_tokens
     for shifted in (False, True):
         key = 'shifted' if shifted else 'unshifted'
         entry = {}
         for label, ch, mch in (('off', 0, 0), ('on', chunk, 0), ('on_mlp', chunk, mlp_chunk)):
             try:
-                entry[label] = block_step_report(row.plain, row.batch, shifted, ch, mch)
+                entry[label] = block_step_report(plain, row.batch, shifted, ch, mch)
             except Exception as exc:  # noqa: BLE001
                 entry[label] = dict(error=f'{type(exc).__name__}: {str(exc)[:400]}')
         entry['temp_ratio'] = ratio(entry['off'].get('temp'), entry['on'].get('temp'))
@@ -641,17 +650,18 @@ def measure_state(row: Row, mode: str, devices: int) -> None:
     st = row.result['state'] = state_report(row.plain, mode, devices)
     log(f'  state over {st["devices"]} devices ({st["mode"]}): params {gib(st["params_bytes_per_device"])}, '
         f'opt {gib(st["opt_state_bytes_per_device"])} GiB per device', row.quiet)
-    row.result['fit'] = fit_report(st, row.result['residuals'], row.plain.depths)
+    row.result['fit'] = fit_report(st, row.result['residuals'], backbone_of(row.plain).depths)
     row.save_partial()
 
 
 def targets_report(row: Row) -> Dict[str, Any]:
     """Each target's measured ratio, whether it is met, and whether it is set for this row."""
     from swinv2_jax.models.registry import resolve_name
-    res, plain, seq_stages = row.result['residuals'], row.plain, row.seq_stages
+    res, plain, seq_stages = row.result['residuals'], backbone_of(row.plain), row.seq_stages
     max_window = max(max(w) for w in plain.window_size[:max(seq_stages) + 1]) if seq_stages else 0
     high_res = max_window >= 32  # the sequential-attention targets are set at window 32
-    applies = {'remat_full_cuts_saved_residuals_3x': resolve_name(row.name) == DEFAULT_MODEL,
+    default_row = not is_segmentation(row.plain) and resolve_name(row.name) == DEFAULT_MODEL
+    applies = {'remat_full_cuts_saved_residuals_3x': default_row,
                'sequential_cuts_saved_residuals_2x': high_res, 'bf16_halves_saved_residuals': True}
     targets: Dict[str, Any] = {}
     for tname, num, den, minimum, target_row in TARGETS:

@@ -369,9 +369,9 @@ def test_old_import_paths_and_lazy_package_exports():
     import swinv2_jax.checkpoints
     import swinv2_jax.convert
     import swinv2_jax.convert_simmim
-    from swinv2_jax.weights import simmim, torch_layouts
-    assert swinv2_jax.convert.load_torch_weights is swinv2_jax.load_torch_weights is torch_layouts.load_torch_weights
-    assert swinv2_jax.convert.export_torch_weights is swinv2_jax.export_torch_weights
+    from swinv2_jax.weights import pytorch, simmim
+    assert swinv2_jax.convert.load_torch_weights is swinv2_jax.load_torch_weights is pytorch.load_torch_weights
+    assert swinv2_jax.convert.export_torch_weights is swinv2_jax.export_torch_weights is pytorch.export_torch_weights
     assert swinv2_jax.convert.main is main
     assert swinv2_jax.checkpoints.load_converted is swinv2_jax.load_converted is load_converted
     assert swinv2_jax.checkpoints.save_converted is swinv2_jax.save_converted is save_converted

@@ -121,6 +121,29 @@ def v1():
     return dict(model=model, ref=ref, x=x, variables=variables, ref_logits=hf_logits(ref, x))
 
 
+@pytest.mark.parametrize('name, kw, size', [
+    # Swinv2Backbone pads before the cyclic shift and clips windows: window_padding='hf'. 96 / window
+    # 5: maps of 24, 12, 6 padded, 3 clipped. (Not odd maps: Hugging Face sizes its stages by floor,
+    # not by the merged map's ceil, and clips their windows by that.)
+    ('upernet_swinv2_tiny_window8_256', dict(window_size=5, out_norms=False, window_padding='hf'), 96),
+    # SwinBackbone pads before the shift and never clips (always_partition), as mmsegmentation:
+    # window_padding='mmseg'. 64 / window 5: maps of 16, 8, 4, 2, every one padded, two smaller than it
+    ('upernet_swin_tiny_patch4_window7_224', dict(window_size=5, window_padding='mmseg'), 64),
+])
+def test_matches_hugging_face_on_padded_maps(name, kw, size):
+    model = swinv2_jax.create_model(name, **TINY, **HEAD, img_size=size, strict_img_size=False, **kw)
+    ref = hf_upernet(model, seed=5)
+    x = images((size, size), seed=2)
+    variables = swinv2_jax.load_torch_weights(ref.state_dict(), model)
+    assert_close(model.apply(variables, jnp.asarray(x)), hf_logits(ref, x)[0], 1e-4)
+    if model.backbone.is_swin_v1:
+        return  # (its tables are sized for unclipped windows: no other mode loads them)
+    # timm's order (shift, then pad) is another computation on these maps: the test can fail
+    timm_order = model.clone(backbone=model.backbone.clone(window_padding='timm'))
+    with pytest.raises(AssertionError):
+        assert_close(timm_order.apply(variables, jnp.asarray(x)), hf_logits(ref, x)[0], 1e-4)
+
+
 @pytest.mark.parametrize('case', ['v2', 'v1'])
 def test_matches_hugging_face(case, request):
     c = request.getfixturevalue(case)
@@ -205,3 +228,192 @@ def test_converted_round_trip(v2, tmp_path):
         swinv2_jax.save_converted(tmp_path / 'seg', v2['variables'], v2['model'], model_name='upernet_test'))
     assert model == v2['model']
     jax.tree.map(np.testing.assert_array_equal, variables, jax.tree.map(np.asarray, v2['variables']))
+
+
+# ----------------------------------------------------------------------------------------------
+# 3. Training-mode BatchNorm over a sharded global batch (SyncBN), on 8 fake CPU devices
+# ----------------------------------------------------------------------------------------------
+
+SHARDED_BN = r'''
+import json, sys
+import jax, jax.numpy as jnp, numpy as np
+from jax.sharding import NamedSharding, PartitionSpec as P
+import swinv2_jax
+from swinv2_jax.train import sharding
+assert jax.device_count() == 8, jax.devices()
+model = swinv2_jax.create_model('upernet_swinv2_tiny_window8_256', embed_dim=16, depths=(1, 1, 2, 1),
+                                num_heads=(1, 2, 2, 4), img_size=32, window_size=2, num_classes=5,
+                                head_channels=16, aux_channels=8, dropout=0.0, drop_path_rate=0.0)
+x = np.random.default_rng(0).standard_normal((16, 32, 32, 3)).astype(np.float32)
+x[:8] += 3.0   # the devices' shards differ: per-device statistics would not be the global ones
+variables = jax.jit(model.init)(jax.random.PRNGKey(0), x[:1])
+def step(v, x):
+    (logits, aux), new = model.apply(v, x, train=True, mutable=['batch_stats'])
+    return logits, aux, new['batch_stats']
+mesh = sharding.make_mesh()
+xs = jax.device_put(x, NamedSharding(mesh, P(sharding.DATA_AXIS)))
+vs = jax.device_put(variables, NamedSharding(mesh, P()))
+with jax.set_mesh(mesh):
+    sharded = jax.jit(step)(vs, xs)
+single = jax.jit(step)(jax.device_put(variables, jax.devices()[0]), jax.device_put(x, jax.devices()[0]))
+local = step(variables, x[:2])      # one device's shard alone: what per-device BN would see
+err = lambda a, b: max(float(np.max(np.abs(np.asarray(p) - np.asarray(q))) / (np.max(np.abs(np.asarray(q))) + 1e-12))
+                       for p, q in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+print(json.dumps(dict(sharded_vs_single=err(sharded, single),
+                      local_vs_global_stats=err(local[2], single[2]),
+                      shards=len(sharded[0].sharding.device_set))))
+'''
+
+
+def test_training_batch_norm_uses_the_global_batch_when_sharded():
+    from test_sharding import env_with_devices
+    out = subprocess.run([sys.executable, '-c', SHARDED_BN], env={**env_with_devices(8), 'PYTHONPATH': REPO},
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result['shards'] == 8
+    assert result['sharded_vs_single'] < 1e-5, result
+    assert result['local_vs_global_stats'] > 1e-2, result   # the comparison can tell them apart
+
+
+# ----------------------------------------------------------------------------------------------
+# 4. Registry and errors
+# ----------------------------------------------------------------------------------------------
+
+def test_registry_names_aliases_and_fields():
+    m = swinv2_jax.create_model('upernet_swinv2_base_window16_256')
+    assert isinstance(m, swinv2_jax.UperNet) and m.num_classes == 150 and m.head_channels == 512
+    assert m.pool_scales == (1, 2, 3, 6) and m.aux_channels == 256 and m.backbone.num_classes == 0
+    assert m.backbone.embed_dim == 128 and m.backbone.window_size[0] == (16, 16)
+    hub = swinv2_jax.create_model('openmmlab/upernet-swin-base')
+    assert hub.backbone.is_swin_v1 and hub.backbone.window_size[0] == (12, 12) and hub.out_norms
+    assert hub.backbone.img_size == (512, 512) and hub.backbone.embed_dim == 128
+    assert swinv2_jax.create_model('openmmlab/upernet-swin-tiny').backbone.window_size[0] == (7, 7)
+    # any backbone override, and the head's
+    m = swinv2_jax.create_model('upernet_swinv2_large_window12to24_192to384', img_size=640, window_size=40,
+                                pretrained_window_sizes=(12, 12, 12, 6), aux_channels=0, num_classes=19)
+    assert m.backbone.window_size[0] == (40, 40) and m.backbone.pretrained_window_sizes[3] == (6, 6)
+    assert m.aux_channels == 0 and m.num_classes == 19
+    assert swinv2_jax.model_from_fields(json.loads(json.dumps(swinv2_jax.model_fields(m)))) == m
+    assert 'upernet_swinv2_tiny_window8_256' in swinv2_jax.list_segmentation_models()
+    assert not any(n.startswith('upernet') for n in swinv2_jax.list_models())
+
+
+@pytest.mark.parametrize('name, kw, match', [
+    ('upernet_swinv2_tinny_window8_256', {}, 'unknown model'),
+    ('upernet_swinv2_tiny_window8_256', dict(head_chanels=64), 'unknown override.*head_chanels'),
+    ('upernet_swinv2_tiny_window8_256', dict(depths=(2, 2, 6), num_heads=(3, 6, 12)), 'has 3 stages.*four'),
+    ('upernet_swinv2_digits_window4_32', {}, 'has 2 stages'),
+    ('upernet_swinv2_tiny_window8_256', dict(pool_scales=(1, 0)), 'pool_scales must be positive'),
+    ('upernet_swinv2_tiny_window8_256', dict(aux_channels=-1), 'aux_channels'),
+    ('upernet_swinv2_tiny_window8_256', dict(img_size=250), 'the backbone.*img_size'),
+    ('openmmlab/upernet-swin-huge', {}, 'unknown model'),
+])
+def test_bad_names_and_overrides(name, kw, match):
+    with pytest.raises(ValueError, match=match):
+        swinv2_jax.create_model(name, **kw)
+
+
+def test_checkpoint_errors(v2, v1):
+    sd = {k: v.numpy() for k, v in v2['ref'].state_dict().items()}
+    other = v2['model'].clone(num_classes=7)
+    with pytest.raises(ValueError, match=r'(?s)classifier.*5 classes.*num_classes=5.*reinit_classifiers'):
+        swinv2_jax.load_torch_weights(sd, other)
+    with pytest.raises(ValueError, match='no output norms.*out_norms=False'):
+        swinv2_jax.load_torch_weights(sd, v2['model'].clone(out_norms=True))
+    with pytest.raises(ValueError, match='aux_channels=0'):
+        swinv2_jax.load_torch_weights({k: v for k, v in sd.items() if not k.startswith('auxiliary_head')},
+                                      v2['model'])
+    with pytest.raises(ValueError, match="Swinv2Backbone has no output norms"):
+        swinv2_jax.export_torch_weights(v2['variables'], v2['model'].clone(out_norms=True), 'hf')
+    with pytest.raises(ValueError, match='cannot tell the layout'):
+        swinv2_jax.load_torch_weights({'backbone.x': np.zeros(1)}, v2['model'])
+    # a model without the auxiliary head drops the checkpoint's
+    no_aux = v2['model'].clone(aux_channels=0)
+    assert 'auxiliary_head' not in swinv2_jax.load_torch_weights(sd, no_aux)['params']
+
+
+def test_reinit_classifiers(v2):
+    """A 5-class checkpoint starts a 7-class fine-tune: everything but the classifiers carried over."""
+    other = v2['model'].clone(num_classes=7)
+    new = upernet_weights.reinit_classifiers(v2['variables'], other, jax.random.PRNGKey(0))
+    assert new['params']['decode_head']['classifier']['kernel'].shape[-1] == 7
+    assert new['params']['auxiliary_head']['classifier']['bias'].shape == (7,)
+    np.testing.assert_array_equal(new['params']['decode_head']['bottleneck']['conv']['kernel'],
+                                  v2['variables']['params']['decode_head']['bottleneck']['conv']['kernel'])
+    assert other.apply(new, jnp.asarray(v2['x'])).shape == (2, 64, 64, 7)
+
+
+def test_converted_into_another_window(v1, tmp_path):
+    """A converted Swin V1 UperNet restored into a model at another window: its tables resized
+    bicubically (as for the classifier), the head and its statistics as stored."""
+    directory = swinv2_jax.save_converted(tmp_path / 'v1', v1['variables'], v1['model'])
+    target = v1['model'].clone(backbone=v1['model'].backbone.clone(window_size=((4, 4),) * 4))
+    model, variables = swinv2_jax.load_converted(directory, model=target)
+    table = variables['params']['backbone']['layers_0']['blocks_0']['attn']['relative_position_bias_table']
+    assert model is target and table.shape == (49, 1)
+    jax.tree.map(np.testing.assert_array_equal, variables['batch_stats'], jax.tree.map(np.asarray, v1['variables']['batch_stats']))
+    from swinv2_jax.weights.tree_diff import diff_trees
+    assert not diff_trees(swinv2_jax.models.abstract_variables(target), variables, check_dtype=True)
+
+
+def test_mmseg_native_swin_names(v1):
+    """mmsegmentation's own Swin (stages, w_msa, ffn, patch merging in nn.Unfold channel order), made
+    from the official names by mmdetection's published converter (`swin_converter`), loads to the
+    same variables."""
+    def correct_unfold_reduction_order(x):
+        out_channel, in_channel = x.shape
+        x = x.reshape(out_channel, 4, in_channel // 4)
+        return x[:, [0, 2, 1, 3], :].transpose(0, 2, 1).reshape(out_channel, in_channel)
+
+    def correct_unfold_norm_order(x):
+        in_channel = x.shape[0]
+        x = x.reshape(4, in_channel // 4)
+        return x[[0, 2, 1, 3], :].T.reshape(in_channel)
+
+    mm = swinv2_jax.export_torch_weights(v1['variables'], v1['model'], 'mmseg')
+    native = {}
+    for k, v in mm.items():
+        if k.startswith('backbone.layers.'):
+            if '.attn.' in k:
+                k = k.replace('attn.', 'attn.w_msa.')
+            elif '.mlp.fc1.' in k:
+                k = k.replace('mlp.fc1.', 'ffn.layers.0.0.')
+            elif '.mlp.fc2.' in k:
+                k = k.replace('mlp.fc2.', 'ffn.layers.1.')
+            elif 'downsample.reduction.' in k:
+                v = correct_unfold_reduction_order(v)
+            elif 'downsample.norm.' in k:
+                v = correct_unfold_norm_order(v)
+            k = k.replace('layers', 'stages', 1)
+        elif k.startswith('backbone.patch_embed.proj.'):
+            k = k.replace('proj', 'projection')
+        native[k] = v
+    assert not np.array_equal(native['backbone.stages.0.downsample.reduction.weight'],
+                              mm['backbone.layers.0.downsample.reduction.weight'])
+    loaded = swinv2_jax.load_torch_weights(native, v1['model'])
+    jax.tree.map(np.testing.assert_array_equal, loaded, jax.tree.map(np.asarray, v1['variables']))
+
+
+def test_convert_command_line(v2, tmp_path):
+    """python -m swinv2_jax.convert: a Hugging Face UperNet file -> a converted directory -> the
+    mmseg and hf layouts back, with the same tensors."""
+    from safetensors.numpy import load_file, save_file
+    from swinv2_jax.weights import cli
+    src = tmp_path / 'hf.safetensors'
+    save_file({k: np.array(v) for k, v in swinv2_jax.export_torch_weights(v2['variables'], v2['model'], 'hf').items()},
+              str(src))
+    overrides = ['embed_dim=16', 'depths=(1,1,2,1)', 'num_heads=(1,2,2,4)', 'img_size=64', 'window_size=4',
+                 'num_classes=5', 'head_channels=32', 'aux_channels=16', 'out_norms=False']
+    argv = [str(src), '--model', 'upernet_swinv2_tiny_window8_256', '--out', str(tmp_path / 'ckpt')]
+    assert cli.main(argv + [a for o in overrides for a in ('--override', o)]) == 0
+    assert cli.main([str(tmp_path / 'ckpt'), '--to-torch', '--out', str(tmp_path / 'back.safetensors')]) == 0
+    back, ref = load_file(str(tmp_path / 'back.safetensors')), load_file(str(src))
+    assert back.keys() == ref.keys()
+    for k in ref:
+        np.testing.assert_array_equal(back[k], ref[k], err_msg=k)
+    assert cli.main([str(tmp_path / 'ckpt'), '--to-torch', '--layout', 'mmseg',
+                     '--out', str(tmp_path / 'mm.safetensors')]) == 0
+    assert 'decode_head.conv_seg.weight' in load_file(str(tmp_path / 'mm.safetensors'))
+    with pytest.raises(SystemExit):   # a segmentation model has no timm layout: a usage error
+        cli.main([str(tmp_path / 'ckpt'), '--to-torch', '--layout', 'timm', '--out', str(tmp_path / 'x.safetensors')])

@@ -69,7 +69,7 @@ def valid_sizes_near(model, size: int, axis: int = 0, count: int = 2) -> list:
     return sorted(found)
 
 
-def option_errors(model, switches: Mapping[str, Sequence[str]]) -> list:
+def option_errors(model, switches: Mapping[str, Sequence[str]], window_paddings: Sequence[str] = ()) -> list:
     """Every invalid memory switch or ablation switch (`switches`: name -> valid values, SwinV2's
     first, Swin V1's last), as sentences (empty when all are valid)."""
     errors, n = [], model.num_stages
@@ -89,15 +89,17 @@ def option_errors(model, switches: Mapping[str, Sequence[str]]) -> list:
         if getattr(model, field) not in valid:
             errors.append(f'unknown {field} {getattr(model, field)!r}; valid: '
                           f'{", ".join(map(repr, valid))} (the first is SwinV2\'s, the last Swin V1\'s)')
+    if window_paddings and model.window_padding not in window_paddings:
+        errors.append(f'unknown window_padding {model.window_padding!r}; valid: {", ".join(map(repr, window_paddings))}')
     if not isinstance(model.strict_img_size, bool):
         errors.append(f'strict_img_size must be True or False, got {model.strict_img_size!r}')
     return errors
 
 
-def check_config(model, switches: Mapping[str, Sequence[str]]):
+def check_config(model, switches: Mapping[str, Sequence[str]], window_paddings: Sequence[str] = ()):
     """Raise ValueError with every invalid option, or else every geometry error and the nearest
     image sizes that would work."""
-    errors = option_errors(model, switches)
+    errors = option_errors(model, switches, window_paddings)
     if errors:
         raise ValueError('invalid SwinTransformerV2 option: ' + '; '.join(errors) + '.')
     errors = geometry_errors(model)

@@ -111,7 +111,7 @@ OVERRIDES = (
     'patch_size', 'in_chans', 'extra_norm_every', 'remat_policy', 'sequential_attention',
     'attention_chunk_size', 'sequential_mlp', 'mlp_chunk_tokens', 'use_mask_token',
     # the ablation switches (SwinV2 <-> V1; see SwinTransformerV2) and inputs of any size
-    *SWITCHES, 'strict_img_size',
+    *SWITCHES, 'strict_img_size', 'window_padding',
 )
 
 
@@ -246,6 +246,7 @@ def create_model(name: str, **overrides) -> SwinTransformerV2:
         mlp_chunk_tokens=_integer(cfg.get('mlp_chunk_tokens', 8192)),
         **{k: cfg.get(k, v[0]) for k, v in SWITCHES.items()},
         strict_img_size=cfg.get('strict_img_size', True),
+        window_padding=cfg.get('window_padding', 'timm'),
         dtype=_as_dtype(cfg.get('dtype', jnp.float32)),
         param_dtype=_as_dtype(cfg.get('param_dtype', jnp.float32)),
     )
@@ -310,8 +311,9 @@ _SHARED_OVERRIDES = ('dtype', 'param_dtype')
 # Hugging Face hub name -> (registered name, overrides): transformers' conversions of
 # mmsegmentation's ADE20K UperNets (its `convert_swin_upernet_to_pytorch.py`): Swin V1 with output
 # norms, window 7 (T, S) or 12 (B, L), 150 classes, run on 512x512 crops (the windows do not tile
-# its stages: the feature maps are padded, as mmsegmentation and Hugging Face pad them).
-_HUB_UPERNET = dict(img_size=512, strict_img_size=False, num_classes=150)
+# its stages: the feature maps are padded before the shift and windows never clipped, as
+# mmsegmentation and Hugging Face's SwinBackbone do).
+_HUB_UPERNET = dict(img_size=512, strict_img_size=False, window_padding='mmseg', num_classes=150)
 SEGMENTATION_ALIASES: Dict[str, Tuple[str, Dict[str, Any]]] = {
     'openmmlab/upernet-swin-tiny': ('upernet_swin_tiny_patch4_window7_224', _HUB_UPERNET),
     'openmmlab/upernet-swin-small': ('upernet_swin_small_patch4_window7_224', _HUB_UPERNET),

@@ -62,6 +62,15 @@ SWITCHES = dict(
 )
 SWIN_V1 = {k: v[-1] for k, v in SWITCHES.items()}
 
+# Where a feature map the windows do not tile is padded, and whether a window larger than the map
+# is clipped to it (its shift then off): mode -> (pad before the cyclic shift, clip). All three agree
+# when the windows tile every stage and no window exceeds its map.
+WINDOW_PADDING = {
+    'timm': (False, True),     # timm's dynamic mode, the official code: shift, then pad
+    'hf': (True, True),        # Hugging Face's Swin / Swinv2 models and Swinv2Backbone: pad, then shift
+    'mmseg': (True, False),    # mmsegmentation's Swin, Hugging Face's SwinBackbone: pad, shift, never clip
+}
+
 
 @dataclasses.dataclass(frozen=True)
 class Switches:
@@ -167,8 +176,11 @@ def pad_to_multiple(x: jax.Array, multiple: Pair) -> jax.Array:
     return x
 
 
-def window_and_shift(resolution: Pair, window: Pair, shift: Pair) -> Tuple[Pair, Pair]:
-    """The window is clipped to a feature map no larger than it, and its shift disabled (`<=`)."""
+def window_and_shift(resolution: Pair, window: Pair, shift: Pair, clip: bool = True) -> Tuple[Pair, Pair]:
+    """The window is clipped to a feature map no larger than it, and its shift disabled (`<=`);
+    `clip=False` keeps both (the map is padded to the window instead: `WINDOW_PADDING['mmseg']`)."""
+    if not clip:
+        return tuple(window), tuple(shift)
     new_window = tuple(r if r <= w else w for r, w in zip(resolution, window))
     new_shift = tuple(0 if r <= w else s for r, w, s in zip(resolution, new_window, shift))
     return new_window, new_shift
@@ -286,24 +298,29 @@ class WindowAttention(nn.Module):
 
 
 def shifted_window_attention(attn: nn.Module, x: jax.Array, window: Pair, shift: Pair,
-                             deterministic: bool) -> jax.Array:
+                             deterministic: bool, pad_first: bool = False) -> jax.Array:
     """Roll by -shift, zero-pad to the window grid, attend within windows, crop, roll back.
 
     The order (roll, then pad at the bottom/right) and the shifted-window mask built for the
     padded map are timm's: with a feature map the window divides, nothing is padded and this is
     the official computation. The padded tokens are zeros (not masked, as in timm's dynamic mode).
+    `pad_first` pads before rolling, as Hugging Face and mmsegmentation do (the same mask).
     """
     h, w = x.shape[1:3]
     shifted = any(shift)
+    if pad_first:
+        x = pad_to_multiple(x, window)
     if shifted:
         x = jnp.roll(x, (-shift[0], -shift[1]), axis=(1, 2))
     x = pad_to_multiple(x, window)
     padded = tuple(x.shape[1:3])
     windows = attn(window_partition(x, window), shifted_window_mask(padded, window, shift), deterministic)
-    x = window_reverse(windows, window, padded)[:, :h, :w]
+    x = window_reverse(windows, window, padded)
+    if not pad_first:
+        x = x[:, :h, :w]  # the roll was over the unpadded map: undo it there
     if shifted:
         x = jnp.roll(x, shift, axis=(1, 2))
-    return x
+    return x[:, :h, :w]
 
 
 class SwinTransformerV2Block(nn.Module):
@@ -333,6 +350,7 @@ class SwinTransformerV2Block(nn.Module):
     drop_path: float = 0.0
     attention_chunk: int = 0
     mlp_chunk: int = 0
+    pad_first: bool = False
     switches: Switches = Switches()
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
@@ -351,7 +369,7 @@ class SwinTransformerV2Block(nn.Module):
         drop_path = DropPath(rate=self.drop_path)
 
         def attend(y):
-            return shifted_window_attention(attn, y, self.window, self.shift, deterministic)
+            return shifted_window_attention(attn, y, self.window, self.shift, deterministic, self.pad_first)
 
         def feed_forward(y):
             if self.mlp_chunk:
@@ -410,6 +428,7 @@ class SwinTransformerV2Stage(nn.Module):
     attention_chunk: int = 0
     mlp_chunk: int = 0
     remat_policy: str = 'none'
+    window_padding: str = 'timm'
     switches: Switches = Switches()
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
@@ -425,12 +444,13 @@ class SwinTransformerV2Stage(nn.Module):
             block = nn.remat(block, policy=remat_policy(self.remat_policy), static_argnums=(2,))
         for i in range(self.depth):
             target_shift = (0, 0) if i % 2 == 0 else (self.window[0] // 2, self.window[1] // 2)
-            window, shift = window_and_shift(self.resolution, self.window, target_shift)
+            pad_first, clip = WINDOW_PADDING[self.window_padding]
+            window, shift = window_and_shift(self.resolution, self.window, target_shift, clip)
             x = block(
                 dim=self.dim, num_heads=self.num_heads, resolution=self.resolution, window=window, shift=shift,
                 pretrained_window=self.pretrained_window, mlp_ratio=self.mlp_ratio, drop=self.drop,
                 attn_drop=self.attn_drop, drop_path=self.drop_path[i], attention_chunk=self.attention_chunk,
-                mlp_chunk=self.mlp_chunk, switches=self.switches, dtype=self.dtype,
+                mlp_chunk=self.mlp_chunk, pad_first=pad_first, switches=self.switches, dtype=self.dtype,
                 param_dtype=self.param_dtype, name=f'blocks_{i}',
             )(x, deterministic)
             if self.extra_norm_every and (i + 1) % self.extra_norm_every == 0:
@@ -483,6 +503,10 @@ class SwinTransformerV2(nn.Module):
         patch_size, at apply time with the same parameters; each block zero-pads its feature map to
         its window grid (and odd maps are padded before merging), as timm's dynamic mode
         (`strict_img_size=False`) does. Windows and shifts stay those chosen for img_size.
+      window_padding: 'timm' (the above), 'hf' (pad before the cyclic shift, as Hugging Face) or
+        'mmseg' (pad before the shift and never clip a window to a smaller map, as mmsegmentation
+        and Hugging Face's SwinBackbone): `WINDOW_PADDING`. No parameters; the same numbers
+        wherever the windows tile every stage and none exceeds its map.
       dtype: computation dtype (e.g. jnp.bfloat16); param_dtype: parameter storage dtype.
       None of remat_policy, sequential_attention, attention_chunk_size, sequential_mlp or
       mlp_chunk_tokens changes the numbers (with dropout, the sequential forms draw a mask per chunk).
@@ -513,6 +537,7 @@ class SwinTransformerV2(nn.Module):
     qkv_bias: str = 'qv'
     patch_merging: str = 'v2'
     strict_img_size: bool = True
+    window_padding: str = 'timm'
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
@@ -553,7 +578,8 @@ class SwinTransformerV2(nn.Module):
         """Per stage: (window, shift of the odd blocks) as the blocks will use them."""
         out = []
         for res, win in zip(self.stage_resolutions, self.window_size):
-            out.append(window_and_shift(res, tuple(win), (win[0] // 2, win[1] // 2)))
+            out.append(window_and_shift(res, tuple(win), (win[0] // 2, win[1] // 2),
+                                        WINDOW_PADDING[self.window_padding][1]))
         return tuple(out)
 
     # -- checks (checks.py): the errors users see at create_model and at the first call ----------
@@ -567,10 +593,10 @@ class SwinTransformerV2(nn.Module):
 
     def option_errors(self) -> list:
         """Every invalid memory or ablation switch, as sentences (empty when all are valid)."""
-        return checks.option_errors(self, SWITCHES)
+        return checks.option_errors(self, SWITCHES, tuple(WINDOW_PADDING))
 
     def check_config(self):
-        checks.check_config(self, SWITCHES)
+        checks.check_config(self, SWITCHES, tuple(WINDOW_PADDING))
 
     def check_input(self, x: jax.Array):
         checks.check_input(self, x)
@@ -598,7 +624,8 @@ class SwinTransformerV2(nn.Module):
                 extra_norm_every=self.extra_norm_every,
                 attention_chunk=self.attention_chunk_size if i in self.sequential_attention else 0,
                 mlp_chunk=self.mlp_chunk_tokens if i in self.sequential_mlp else 0,
-                remat_policy=self.remat_policy, switches=self.switches, dtype=self.dtype,
+                remat_policy=self.remat_policy, window_padding=self.window_padding, switches=self.switches,
+                dtype=self.dtype,
                 param_dtype=self.param_dtype, name=f'layers_{i}'))
             start += self.depths[i]
         self.layers = stages

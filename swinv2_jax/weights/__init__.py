@@ -1,6 +1,8 @@
 """Weights in and out.
 
+  pytorch        load_torch_weights / export_torch_weights for every model (a row per model family)
   torch_layouts  PyTorch names and layouts (official, SimMIM encoder, timm, Hugging Face), in and out
+  upernet        UperNet segmentation models: Hugging Face and mmsegmentation layouts, in and out
   simmim         SimMIM PyTorch checkpoints: the encoder plus mask token and decoder
   converted      the converted checkpoint format: an Orbax directory of variables + config.json
   transfer       window/resolution transfer of parameters (the one position-bias-table resize)

@@ -17,12 +17,22 @@ from typing import Any, Dict, List, Optional, Tuple
 import jax
 import numpy as np
 
-from swinv2_jax.models import registry
-from swinv2_jax.weights.torch_layouts import (LAYOUTS, detect_layout, export_torch_weights, hf_prefix,
-                                              load_torch_weights, read_state_dict)
+from swinv2_jax.models import SwinTransformerV2, UperNet, registry
+from swinv2_jax.weights import upernet
+from swinv2_jax.weights.pytorch import export_torch_weights, load_torch_weights
+from swinv2_jax.weights.torch_layouts import LAYOUTS, detect_layout, hf_prefix, read_state_dict
 
 PROG = 'python -m swinv2_jax.convert'
 TO_TORCH_LAYOUTS = ('timm', 'official', 'hf')
+# model family -> how its layout is detected, the layouts --to-torch writes (the first by default)
+FAMILIES = (
+    (UperNet, dict(detect=upernet.detect_layout, to_torch=('hf', 'mmseg'))),
+    (SwinTransformerV2, dict(detect=lambda sd: detect_layout(sd)[0], to_torch=TO_TORCH_LAYOUTS)),
+)
+
+
+def _family(model) -> Dict[str, Any]:
+    return next(row for cls, row in FAMILIES if isinstance(model, cls))
 
 EPILOG = """\
 examples:
@@ -38,6 +48,9 @@ examples:
       --override 'depths=(1,2,1,1)' --override 'num_heads=(1,2,2,4)' --out ckpt/small
   # back to PyTorch (timm / official repo / Hugging Face names), as .safetensors
   python -m swinv2_jax.convert ckpt/tiny --to-torch --layout hf --out tiny_hf.safetensors
+  # a segmentation model (Hugging Face UperNetForSemanticSegmentation or mmsegmentation; detected)
+  python -m swinv2_jax.convert upernet-swin-base/model.safetensors --model openmmlab/upernet-swin-base --out ckpt/upb
+  python -m swinv2_jax.convert ckpt/upb --to-torch --layout mmseg --out upb_mmseg.safetensors
 
 load DIR in Python with: model, variables = swinv2_jax.load_converted(DIR)
   (also swinv2_jax.checkpoints.load_converted, its older name)
@@ -71,9 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help='convert a converted checkpoint directory back to a PyTorch .safetensors file')
     p.add_argument('--model', '-m', metavar='NAME',
                    help='registered model name (required unless --to-torch), e.g. swinv2_tiny_window8_256')
-    p.add_argument('--layout', choices=('auto',) + LAYOUTS, default=None,
+    p.add_argument('--layout', choices=('auto',) + LAYOUTS + ('mmseg',), default=None,
                    help='PyTorch naming: auto (detect; the default when reading), official, simmim, timm, '
-                        'hf; with --to-torch one of timm (default), official, hf')
+                        'hf, mmseg (segmentation); with --to-torch one of timm (default), official, hf, or '
+                        'for a segmentation model hf (default) or mmseg')
     p.add_argument('--num-classes', type=int, metavar='N',
                    help='classifier size (0: headless, a checkpoint\'s head is then dropped)')
     p.add_argument('--img-size', type=int, metavar='N', help='input image side the model is built for')
@@ -117,10 +131,10 @@ def to_jax(args, parser: argparse.ArgumentParser) -> str:
         raise ValueError(f'{args.out} already exists and is not empty; pass --overwrite to replace it')
 
     sd = read_state_dict(args.src)
-    layout = args.layout if args.layout not in (None, 'auto') else detect_layout(sd)[0]
+    layout = args.layout if args.layout not in (None, 'auto') else _family(model)['detect'](sd)
     variables = load_torch_weights(sd, model, layout=layout)
-    out = save_converted(args.out, variables, model, model_name=registry.resolve_name(args.model),
-                         overwrite=args.overwrite)
+    name = args.model if registry.segmentation_head(args.model) else registry.resolve_name(args.model)
+    out = save_converted(args.out, variables, model, model_name=name, overwrite=args.overwrite)
     tensors, params = _count(variables)
     return (f'converted {tensors} tensors ({params:,} parameters) from the {layout}-layout {args.src} '
             f'-> {out}')
@@ -148,10 +162,6 @@ def to_torch(args, parser: argparse.ArgumentParser) -> str:
                             ('--override', args.override)) if v]
     if given:
         parser.error(f'{", ".join(given)} not used with --to-torch: the model comes from {args.src}/config.json')
-    layout = args.layout or 'timm'
-    if layout not in TO_TORCH_LAYOUTS:
-        parser.error(f'--to-torch writes the {", ".join(TO_TORCH_LAYOUTS[:-1])} or {TO_TORCH_LAYOUTS[-1]} '
-                     f'layout, not {layout}')
     out = os.path.abspath(args.out)
     if not out.endswith('.safetensors'):
         raise ValueError(f'--to-torch writes .safetensors files; {args.out} needs that extension')
@@ -159,6 +169,11 @@ def to_torch(args, parser: argparse.ArgumentParser) -> str:
         raise ValueError(f'{out} already exists; pass --overwrite to replace it')
 
     model, variables = load_converted(args.src)
+    layouts = _family(model)['to_torch']
+    layout = args.layout or layouts[0]
+    if layout not in layouts:
+        parser.error(f'--to-torch writes a {type(model).__name__} in the {", ".join(layouts[:-1])} or '
+                     f'{layouts[-1]} layout, not {layout}')
     sd = export_torch_weights(variables, model, layout=layout)
     if layout == 'hf' and model.num_classes == 0:  # Swinv2Model / SwinModel (no classifier): no prefix
         prefix = hf_prefix(model)

@@ -24,7 +24,7 @@ import numpy as np
 from flax import traverse_util
 from flax.core import unfreeze
 
-from swinv2_jax.models import abstract_variables
+from swinv2_jax.models import UperNet, abstract_variables
 from swinv2_jax.weights.tree_diff import diff_trees
 
 Pair = Tuple[int, int]
@@ -81,14 +81,20 @@ def resize_bias_table(table: np.ndarray, src_window: Pair, dst_window: Pair) -> 
     return out.reshape(-1, heads).astype(table.dtype)
 
 
+def _backbone(model) -> Tuple[Any, Path]:
+    """(the SwinTransformerV2, the path of its parameters): a segmentation model's backbone."""
+    return (model.backbone, ('backbone',)) if isinstance(model, UperNet) else (model, ())
+
+
 def table_windows(model) -> Dict[Path, Pair]:
     """Path of every position bias table leaf of `model` -> the window its block uses."""
+    model, prefix = _backbone(model)
     if getattr(model, 'position_bias', None) != 'table':
         return {}
     out = {}
     for i, (window, _) in enumerate(model.stage_windows()):
         for j in range(model.depths[i]):
-            out[(f'layers_{i}', f'blocks_{j}', 'attn', TABLE)] = tuple(window)
+            out[prefix + (f'layers_{i}', f'blocks_{j}', 'attn', TABLE)] = tuple(window)
     return out
 
 
@@ -126,7 +132,8 @@ def transfer_tables(source: Mapping[Path, np.ndarray], target_shapes: Mapping[Pa
 
 def table_shapes(model) -> Dict[Path, Tuple[int, int]]:
     """Path of every position bias table leaf of `model` -> its shape [(2Wh-1)(2Ww-1), heads]."""
-    return {path: ((2 * w[0] - 1) * (2 * w[1] - 1), model.num_heads[int(path[0].split('_')[1])])
+    heads = _backbone(model)[0].num_heads
+    return {path: ((2 * w[0] - 1) * (2 * w[1] - 1), heads[int(path[-4].split('_')[1])])
             for path, w in table_windows(model).items()}
 
 
@@ -169,6 +176,7 @@ def transfer_params(params: Mapping, source_model, target_model) -> Tuple[Dict, 
 def cpb_transfer_notes(source_model, target_model) -> List[str]:
     """Log lines for CPB models moved to other windows: nothing is resized; say what normalises the
     coordinates, and flag the likely mistake of leaving pretrained_window_sizes unset."""
+    (source_model, _), (target_model, _) = _backbone(source_model), _backbone(target_model)
     if getattr(target_model, 'position_bias', 'table') == 'table':
         return []
     src = [w for w, _ in source_model.stage_windows()]

@@ -1,5 +1,6 @@
 """UperNet weights to and from PyTorch: Hugging Face `UperNetForSemanticSegmentation` and
-mmsegmentation's UperNet (Swin-Transformer-Semantic-Segmentation's official-Swin backbone names).
+mmsegmentation's UperNet (Swin-Transformer-Semantic-Segmentation's official-Swin backbone names;
+on load also mmsegmentation's own Swin names, `MMSEG_NATIVE_RULES`).
 
     this project                       hf                                      mmseg
     backbone/...                       backbone.<Hugging Face Swin(v2) names>  backbone.<official names>
@@ -61,6 +62,43 @@ ALIASES_ON_LOAD: Dict[str, List[Rule]] = {
     'hf': [(r'^backbone\.swin\.', 'backbone.'), *torch_layouts.HF_V1_IN_MEMORY],
     'mmseg': [],
 }
+# mmsegmentation's own Swin (`mmseg.models.backbones.SwinTransformer`, which its released ADE20K
+# checkpoints use) -> the official names above; its patch merging is an `nn.Unfold`, whose channel
+# order `unfold_to_official` undoes (the inverse of mmdetection's `swin_converter`).
+MMSEG_NATIVE_RULES: List[Rule] = [
+    (r'^backbone\.patch_embed\.projection\.', 'backbone.patch_embed.proj.'),
+    (r'^backbone\.stages\.', 'backbone.layers.'),
+    (r'\.attn\.w_msa\.', '.attn.'),
+    (r'\.ffn\.layers\.0\.0\.', '.mlp.fc1.'),
+    (r'\.ffn\.layers\.1\.', '.mlp.fc2.'),
+]
+
+
+def unfold_to_official(name: str, value: np.ndarray) -> np.ndarray:
+    """A patch-merging weight in `nn.Unfold` channel order (c, then the 2x2 offsets) -> the
+    official order (the offsets x0, x1, x2, x3, then c); other tensors unchanged."""
+    if '.downsample.' not in name:
+        return value
+    if name.endswith('reduction.weight'):
+        out, cin = value.shape
+        return value.reshape(out, cin // 4, 4)[:, :, [0, 2, 1, 3]].transpose(0, 2, 1).reshape(out, cin)
+    if name.endswith(('norm.weight', 'norm.bias')):
+        return value.reshape(-1, 4)[:, [0, 2, 1, 3]].T.reshape(-1)
+    return value
+
+
+def from_mmseg_native(sd: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
+    """A state dict with mmsegmentation's own Swin names in the official names (unchanged when it
+    has none)."""
+    if not any(k.startswith('backbone.stages.') for k in sd):
+        return dict(sd)
+    out = {}
+    for k, v in sd.items():
+        name = _apply(MMSEG_NATIVE_RULES, k)
+        out[name] = unfold_to_official(name, np.asarray(v))
+    return out
+
+
 # Keys a checkpoint may hold that the model never loads (besides torch_layouts.IGNORED_BUFFERS)
 IGNORED = (r'\.num_batches_tracked$',
            r'^backbone\.layernorm\.',     # transformers >= 5 SwinBackbone's unused final norm
@@ -138,6 +176,8 @@ def load_torch_weights(src, model: UperNet, layout: Optional[str] = None) -> Dic
     if layout not in LAYOUTS:
         raise ValueError(f'unknown UperNet layout {layout!r}; valid layouts: {", ".join(LAYOUTS)}')
     sd = {_apply(ALIASES_ON_LOAD[layout], k): v for k, v in sd.items()}
+    if layout == 'mmseg':
+        sd = from_mmseg_native(sd)
     expected = _expected(model)
     names = {key: torch_names(key[0], key[1], layout) for key in expected}
     backbone_names = {key[1][1:]: n for key, n in names.items() if key[1][0] == 'backbone'}
