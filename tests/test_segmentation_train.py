@@ -222,20 +222,19 @@ def test_folder_needs_num_classes(tmp_path):
 
 
 def _matching_scene_parse(self, split, **kwargs):
-    """mock_data's as_dataset_fn: random images with annotations of the same size (the default
-    mock draws the two sizes independently)."""
+    """mock_data's as_dataset_fn: PNG-encoded images with annotations of the same size (what the
+    pipeline reads with SkipDecoding; the default mock draws the two sizes independently)."""
     import tensorflow as tf
     del self, kwargs
     rng = np.random.RandomState(0 if split == 'train' else 1)
     examples = []
     for _ in range(8):
         h, w = rng.randint(20, 60, 2)
-        ann = rng.randint(0, 151, (h, w, 1)).astype(np.uint8)
-        examples.append((rng.randint(0, 256, (h, w, 3)).astype(np.uint8), np.repeat(ann, 3, -1)))
-    return tf.data.Dataset.from_generator(
-        lambda: ({'image': i, 'annotation': a} for i, a in examples),
-        output_signature={'image': tf.TensorSpec([None, None, 3], tf.uint8),
-                          'annotation': tf.TensorSpec([None, None, 3], tf.uint8)})
+        ann = np.repeat(rng.randint(0, 151, (h, w, 1)).astype(np.uint8), 3, -1)
+        image = rng.randint(0, 256, (h, w, 3)).astype(np.uint8)
+        examples.append((tf.io.encode_png(image).numpy(), tf.io.encode_png(ann).numpy()))
+    return tf.data.Dataset.from_tensor_slices({'image': [i for i, _ in examples],
+                                               'annotation': [a for _, a in examples]})
 
 
 def _scene_parse_config():
@@ -301,3 +300,28 @@ def test_resumed_segmentation_run_equals_uninterrupted(tmp_path):
     ev = [r for r in metrics.read_metrics(str(tmp_path / 'full')) if 'eval_miou' in r][-1]
     er = [r for r in metrics.read_metrics(str(tmp_path / 'resumed')) if 'eval_miou' in r][-1]
     assert ev['eval_miou'] == er['eval_miou']
+
+
+def test_init_from_a_classifier_fills_the_backbone_and_initialises_the_heads(tmp_path):
+    from swinv2_jax.models import create_model
+    from swinv2_jax.train import init_from
+    from swinv2_jax.weights.converted import save_converted
+    arch = dict(img_size=32, embed_dim=8, depths=(1, 1, 1, 1), num_heads=(1, 1, 1, 1), window_size=4)
+    source = create_model('swinv2_tiny_window8_256', num_classes=7, **arch)
+    src_vars = source.init(jax.random.key(1), jnp.zeros((1, 32, 32, 3)))
+    save_converted(str(tmp_path / 'cls'), src_vars, source)
+    # the target at another resolution and window (CPB: nothing to resize)
+    target = create_model('upernet_swinv2_tiny_window8_256', num_classes=5, head_channels=8, aux_channels=8,
+                          **{**arch, 'img_size': 64, 'window_size': 8})
+    init = target.init(jax.random.key(2), jnp.zeros((1, 64, 64, 3)))['params']
+    params, report = init_from.load_pretrained(str(tmp_path / 'cls'), target, init)
+    for a, b in zip(jax.tree.leaves(params['backbone']), jax.tree.leaves(
+            {k: v for k, v in src_vars['params'].items() if k not in ('head', 'norm')})):
+        assert a.shape == b.shape
+    np.testing.assert_array_equal(params['backbone']['patch_embed']['proj']['kernel'],
+                                  src_vars['params']['patch_embed']['proj']['kernel'])
+    np.testing.assert_array_equal(params['decode_head']['conv_seg']['kernel'] if 'conv_seg' in params['decode_head']
+                                  else jax.tree.leaves(params['decode_head'])[0],
+                                  init['decode_head']['conv_seg']['kernel'] if 'conv_seg' in init['decode_head']
+                                  else jax.tree.leaves(init['decode_head'])[0])
+    assert any('head' in d for d in report.dropped)    # the classifier's head is not used
