@@ -41,7 +41,6 @@ SWIN_V1 = {'swin_base_v1': 'swin_base_patch4_window12_384'}
 def _common(c, *, num_classes=150):
     c.objective = 'segmentation'
     c.dataset = 'scene_parse150'
-    c.train_split = 'train'
     c.eval_split = 'test'              # tfds' name for ADE20K's 2,000 validation images
     c.init_from_required = True
     c.seg = config_lib.base_seg()
@@ -52,7 +51,6 @@ def _common(c, *, num_classes=150):
     c.optim.schedule = 'linear'
     c.optim.min_lr = 0.0
     c.optim.clip_grad = 0.0            # mmsegmentation's Swin recipes do not clip
-    c.optim.betas = (0.9, 0.999)
 
 
 def _lr(c, lr: float, batch: int):
