@@ -90,7 +90,7 @@ def get_config(arg=None):
         c.optim.layer_decay = 1.0
         _lr(c, 6e-5, batch=c.batch_size)
     c.seg.eval_canvas = (max(c.seg.test_scale),) * 2
-    c.seg.eval_label_canvas = (2560, 2560)   # larger than every ADE20K validation image
+    c.seg.eval_label_canvas = (2560, 2560)   # original sizes up to this; a larger image is an error naming it
     if arg.runlocal:
         c.model_overrides.update(img_size=64, window_size=4, embed_dim=8, depths=(1, 1, 1, 1), num_heads=(1, 1, 1, 1),
                                  head_channels=8, aux_channels=8)
