@@ -29,6 +29,8 @@ ARGS = {
     'imagenet22k_pretrain': [None, 'base', 'large'],
     'simmim_pretrain': [None, 'base'],
     'simmim_finetune': [None, 'base'],
+    'digits_segmentation': [None],
+    'ade20k_upernet': [None, 'swinv2_tiny', 'swinv2_base', 'swinv2_large', 'swin_base_v1'],
     'imagenet1k_ablation': [f'{row},size={size}' for row in ABLATIONS for size in ('tiny', 'small', 'base')],
 }
 CASES = [(name, arg) for name, args in ARGS.items() for a in args
@@ -64,6 +66,8 @@ def test_recipe_loads_and_its_model_builds(name, arg):
     assert set(base.aug) == set(c.aug) and set(base.optim) == set(c.optim)
     if c.objective == 'simmim':
         assert set(c.simmim) == set(config_lib.base_simmim())
+    if c.objective == 'segmentation':
+        assert set(c.seg) == set(config_lib.base_seg())
     # the model name and overrides resolve (building the module initialises nothing)
     create_model(c.model, **{'num_classes': 10, **config_lib.as_overrides(c)})
 

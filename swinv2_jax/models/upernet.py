@@ -256,6 +256,10 @@ class UperNet(nn.Module):
     def in_chans(self) -> int:
         return self.backbone.in_chans
 
+    @property
+    def depths(self):
+        return self.backbone.depths   # the trainer's layer-wise lr decay ids (optim.layer_id)
+
     def config_errors(self) -> list:
         """Every reason the head cannot use this backbone or these settings, as sentences."""
         b, errors = self.backbone, []

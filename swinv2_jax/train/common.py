@@ -24,18 +24,27 @@ class TrainState(struct.PyTreeNode):
     params: Any
     opt_state: Any
     ema_params: Any = None           # None when optim.ema_decay == 0
+    batch_stats: Any = None          # BatchNorm running statistics (segmentation); None without BatchNorm
 
     def to_checkpoint(self) -> Dict[str, Any]:
-        """The tree a checkpoint stores (its keys are the checkpoint format: keep them)."""
+        """The tree a checkpoint stores (its keys are the checkpoint format: keep them; the optional
+        ones are absent when None, so checkpoints of models without them restore as before)."""
         out = {'step': self.step, 'params': self.params, 'opt_state': self.opt_state}
         if self.ema_params is not None:
             out['ema_params'] = self.ema_params
+        if self.batch_stats is not None:
+            out['batch_stats'] = self.batch_stats
         return out
 
     @classmethod
     def from_checkpoint(cls, tree: Dict[str, Any]) -> 'TrainState':
         return cls(step=tree['step'], params=tree['params'], opt_state=tree['opt_state'],
-                   ema_params=tree.get('ema_params'))
+                   ema_params=tree.get('ema_params'), batch_stats=tree.get('batch_stats'))
+
+    def eval_inputs(self, params) -> Any:
+        """What an objective's eval step takes first: `params`, or with BatchNorm the flax variables
+        {'params': params, 'batch_stats': ...} (also on a tree of shardings)."""
+        return params if self.batch_stats is None else {'params': params, 'batch_stats': self.batch_stats}
 
 
 # ----------------------------------------------------------------------------------------------

@@ -79,7 +79,7 @@ def base_optim() -> ml_collections.ConfigDict:
         min_lr=5e-6,               # the end of the cosine decay
         warmup_epochs=20.0,
         warmup_steps=-1,           # >= 0 overrides warmup_epochs (in optimizer updates)
-        schedule='cosine',         # after warm-up: 'cosine' to min_lr, or 'multistep':
+        schedule='cosine',         # after warm-up: 'cosine' to min_lr, 'linear' (mmseg's poly, power 1), or 'multistep':
         decay_epochs=(),           #   lr * decay_rate ** (milestones in decay_epochs passed)
         decay_rate=0.1,
         weight_decay=0.05,         # decoupled (AdamW); not on biases, norms, logit scales, CPB MLPs
@@ -101,11 +101,35 @@ def base_simmim() -> ml_collections.ConfigDict:
     ))
 
 
+def base_seg() -> ml_collections.ConfigDict:
+    """`config.seg` of `objective='segmentation'`: mmsegmentation's ADE20K pipeline and UperNet loss
+    (configs/_base_/datasets/ade20k.py); the crop (and sliding window) is the model's img_size."""
+    return ml_collections.ConfigDict(dict(
+        num_classes=0,             # 0: the dataset's (folder datasets need it)
+        ignore_index=255,          # label of unlabelled pixels: no loss, not in the metrics
+        reduce_zero_label=config_dict.placeholder(bool),  # None: the dataset's (True for scene_parse150)
+        scale=(2048, 512),         # train: keep-ratio rescale to (long, short) max, times a ratio drawn in
+        ratio_range=(0.5, 2.0),    #   this range
+        cat_max_ratio=0.75,        # re-draw a crop (up to 10 times) while one class covers this fraction
+        hflip=True,
+        photometric=True,          # mmseg PhotoMetricDistortion
+        aux_weight=0.4,            # loss weight of the auxiliary FCN head
+        avg_non_ignore=False,      # False: the loss is a mean over all pixels (mmseg's default)
+        test_scale=(2048, 512),    # eval: keep-ratio resize to (long, short) max
+        test_mode='slide',         # 'slide': windows of the model's size every `stride`; 'whole'
+        stride=(341, 341),         # mmseg's 512-crop recipes; the paper's 640: 426
+        eval_canvas=(),            # fixed (H, W) the resized images are padded to; () = max(test_scale) square
+        eval_label_canvas=(),      # fixed (H, W) >= every original size of the eval set; () = eval_canvas
+    ))
+
+
 def base_config() -> ml_collections.ConfigDict:
     """Every key the training loop reads, with its default: the ImageNet-1K from-scratch recipe
-    (the paper's A1) for SwinV2-T. `objective='simmim'` also reads `config.simmim` (`base_simmim`)."""
+    (the paper's A1) for SwinV2-T. `objective='simmim'` also reads `config.simmim` (`base_simmim`),
+    `objective='segmentation'` `config.seg` (`base_seg`)."""
     c = ml_collections.ConfigDict()
-    c.objective = 'classification'  # a row of the trainer's objective table: 'classification', 'simmim'
+    # a row of the trainer's objective table: 'classification', 'simmim', 'segmentation' (reads c.seg)
+    c.objective = 'classification'
     c.model = 'swinv2_tiny_window8_256'               # a create_model name (swinv2_jax.list_models())
     # create_model keyword overrides (drop_path_rate, img_size, window_size, pretrained_window_sizes,
     # ...); num_classes comes from the dataset unless given here

@@ -221,7 +221,13 @@ def _resize_tables(source: Dict, model: SwinTransformerV2) -> Tuple[Dict, List[s
 
 def load_pretrained(path: str, model, target_params: Dict,
                     head_map_path: str = '') -> Tuple[Dict, InitReport]:
-    """(params for `model`, report): `target_params` (its initialisation) with the source merged in."""
+    """(params for `model`, report): `target_params` (its initialisation) with the source merged in.
+
+    A segmentation model (a head on a `backbone`) takes the source into its backbone, read as above
+    at the backbone's windows and resolution; its heads keep their initialisation."""
+    backbone = getattr(model, 'backbone', None)
+    if isinstance(backbone, SwinTransformerV2):
+        return _load_backbone(path, model, backbone, target_params)
     objective = objectives.for_model(model)
     if hasattr(objective, 'load_torch'):   # continued training of its own kind (SimMIM pre-training)
         source, kind = read_own_objective_source(path, model, objective)
@@ -235,6 +241,25 @@ def load_pretrained(path: str, model, target_params: Dict,
     for line in report.summary().splitlines():
         logging.info('%s', line)
     return params, report
+
+
+def _load_backbone(path: str, model, backbone: SwinTransformerV2, target_params: Dict) -> Tuple[Dict, InitReport]:
+    """A segmentation model's params with the source (a classifier, or a segmentation run's backbone)
+    in its backbone; a classifier's final norm and head have no place there (reported as unused)."""
+    source, kind = read_source(path, backbone)
+    source, resized = _resize_tables(source, backbone)
+    want = traverse_util.flatten_dict(unfreeze(jax.device_get(target_params['backbone'])))
+    flat = traverse_util.flatten_dict(source)
+    unused = [p for p in flat if p not in want and p[0] in ('head', 'norm')]
+    source = traverse_util.unflatten_dict({p: v for p, v in flat.items() if p not in unused})
+    params, report = merge(jax.device_get(target_params['backbone']), source, None, path, kind)
+    report.dropped = sorted(report.dropped + [tree_diff.path_name(p) for p in unused])
+    report.resized = resized
+    heads = sorted(k for k in target_params if k != 'backbone')
+    for line in report.summary().splitlines():
+        logging.info('%s', line)
+    logging.info('init_from %s: into the backbone; initialised, not loaded: %s', path, ', '.join(heads))
+    return {**jax.device_get(target_params), 'backbone': params}, report
 
 
 __all__ = ['InitReport', 'load_pretrained', 'merge', 'read_head_map', 'read_own_objective_source', 'read_source',

@@ -57,6 +57,23 @@ def make_schedule(lr: float, warmup_lr: float, min_lr: float, warmup: int,
     return optax.join_schedules([linear, cosine], [warmup])
 
 
+def make_poly_schedule(lr: float, warmup_lr: float, min_lr: float, warmup: int, total_updates: int,
+                       power: float = 1.0) -> optax.Schedule:
+    """mmcv's PolyLrUpdaterHook with linear warm-up (mmsegmentation's recipes, power 1: linear decay):
+    poly(t) = (lr - min_lr) * (1 - t / total) ** power + min_lr, times the warm-up factor
+    1 - (1 - t / warmup) * (1 - warmup_lr / lr) while t < warmup (mmcv scales the poly value)."""
+    total, warmup = max(int(total_updates), 1), max(0, int(warmup))
+    ratio = (warmup_lr / lr) if lr else 0.0
+
+    def schedule(count):
+        t = jnp.minimum(jnp.asarray(count, jnp.float32), total)
+        poly = (lr - min_lr) * jnp.power(1.0 - t / total, power) + min_lr
+        if warmup == 0:
+            return poly
+        return jnp.where(t < warmup, poly * (ratio + (1.0 - ratio) * t / warmup), poly)  # = 1 - (1 - t/w)(1 - r)
+    return schedule
+
+
 def make_multistep_schedule(lr: float, warmup_lr: float, warmup: int, milestones, gamma: float
                             ) -> optax.Schedule:
     """timm MultiStepLRScheduler per update: linear warm-up warmup_lr -> lr over `warmup` updates,
@@ -158,12 +175,15 @@ def make_optimizer(optim_config, params, depths: Sequence[int], total_updates: i
     if kind == 'cosine':
         schedule = make_schedule(lrs['lr'], lrs['warmup_lr'], lrs['min_lr'],
                                  warmup_steps(optim_config, updates_per_epoch), total_updates)
+    elif kind == 'linear':
+        schedule = make_poly_schedule(lrs['lr'], lrs['warmup_lr'], lrs['min_lr'],
+                                      warmup_steps(optim_config, updates_per_epoch), total_updates)
     elif kind == 'multistep':
         milestones = [round(float(e) * updates_per_epoch) for e in optim_config.get('decay_epochs', ())]
         schedule = make_multistep_schedule(lrs['lr'], lrs['warmup_lr'], warmup_steps(optim_config, updates_per_epoch),
                                            milestones, float(optim_config.get('decay_rate', 0.1)))
     else:
-        raise ValueError(f"unknown optim.schedule {kind!r}; valid: 'cosine', 'multistep'")
+        raise ValueError(f"unknown optim.schedule {kind!r}; valid: 'cosine', 'linear', 'multistep'")
     b1, b2 = optim_config.betas
     parts = []
     if float(optim_config.clip_grad) > 0:
@@ -206,4 +226,4 @@ def describe(params, depths: Sequence[int], optim_config) -> str:
 
 
 __all__ = ['decay_mask', 'describe', 'did_update', 'ema_update', 'is_decayed', 'layer_id', 'layer_scales',
-           'make_multistep_schedule', 'make_optimizer', 'make_schedule', 'scale_by_tree', 'scaled_lrs', 'warmup_steps']
+           'make_multistep_schedule', 'make_optimizer', 'make_poly_schedule', 'make_schedule', 'scale_by_tree', 'scaled_lrs', 'warmup_steps']

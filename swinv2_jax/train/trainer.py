@@ -89,13 +89,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     Resumes from the latest checkpoint in workdir when there is one. Returns the final state.
     Raises NonFiniteLossError on a NaN/inf loss or gradient norm.
     """
-    data = _data()
+    objective = objectives.get(config)
+    data = objective.data() if hasattr(objective, 'data') else _data()   # segmentation: its own input
     multihost.stop_together(lambda: config_checks.check(
         config, os.path.abspath(workdir), extra=getattr(data, 'dataset_errors', None),
         num_devices=jax.device_count(), num_processes=jax.process_count(),
         objectives=tuple(objectives.OBJECTIVES), sharding_modes=tuple(sharding.MODES)))
     workdir = _prepare_workdir(config, workdir)
-    objective = objectives.get(config)
 
     # ---- mesh --------------------------------------------------------------------------------------
     mesh = sharding.make_mesh()
@@ -129,7 +129,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
         repl = sharding.replicated(mesh)
         p_train_step = jax.jit(train_step, in_shardings=(state_shardings, run.data_sharding),
                                out_shardings=(state_shardings, repl), donate_argnums=(0,))
-        p_eval_step = jax.jit(eval_step, in_shardings=(state_shardings.params, run.data_sharding),
+        p_eval_step = jax.jit(eval_step, in_shardings=(state_shardings.eval_inputs(state_shardings.params),
+                                                       run.data_sharding),
                               out_shardings=repl,
                               compiler_options=inference_compiler_options())  # Eigen matmuls on CPU
 
@@ -195,9 +196,10 @@ def _state_initializer(run: Run, tx) -> Callable[[jax.Array], TrainState]:
     model, ema = run.model, float(run.config.optim.ema_decay) > 0
 
     def init_state(rng) -> TrainState:
-        params = model.init(rng, jnp.zeros((1, *run.image_size, model.in_chans), jnp.float32))['params']
+        variables = model.init(rng, jnp.zeros((1, *run.image_size, model.in_chans), jnp.float32))
+        params = variables['params']
         return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
-                          ema_params=params if ema else None)
+                          ema_params=params if ema else None, batch_stats=variables.get('batch_stats'))
     return init_state
 
 
@@ -249,16 +251,16 @@ def _classes(model) -> str:
 
 def _evaluator(run: Run, p_eval_step) -> Callable[[TrainState], Dict[str, float]]:
     """evaluate(state): the objective's metrics on every evaluation set, of the params and the EMA."""
-    def of(params) -> Dict[str, float]:
-        return common.evaluate(p_eval_step, params, data=run.data, config=run.config,
+    def of(inputs) -> Dict[str, float]:
+        return common.evaluate(p_eval_step, inputs, data=run.data, config=run.config,
                                image_size=run.image_size, local_batch_size=run.local_eval_batch,
                                data_sharding=run.data_sharding, metrics_of=run.objective.eval_metrics)
 
     def evaluate(state: TrainState) -> Dict[str, float]:
         t = time.perf_counter()
-        out = of(state.params)
+        out = of(state.eval_inputs(state.params))
         if state.ema_params is not None:
-            out.update({'ema_' + key: v for key, v in of(state.ema_params).items()})
+            out.update({'ema_' + key: v for key, v in of(state.eval_inputs(state.ema_params)).items()})
         out['eval_seconds'] = time.perf_counter() - t
         return out
     return evaluate

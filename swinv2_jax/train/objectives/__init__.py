@@ -17,6 +17,8 @@ Each row is one module with the same small interface (the trainer and init_from 
                                           source of its own kind, whole (a run of it, or a PyTorch
                                           file of the kind TORCH_FILES names, read by load_torch);
                                           without them, from classifier sources (init_from.py)
+    data()                                optional: the input package of its runs (default
+                                          swinv2_jax.data); segmentation reads masks
 
 The trainer also reads `img_size`, `in_chans` and `depths` (layer-wise lr decay ids) of the model
 and initialises it with `model.init(rng, images)`. A new objective is one module and one row below.
@@ -26,11 +28,12 @@ from __future__ import annotations
 from types import ModuleType
 from typing import Any, Dict
 
-from swinv2_jax.train.objectives import classification, simmim
+from swinv2_jax.train.objectives import classification, segmentation, simmim
 
 OBJECTIVES: Dict[str, ModuleType] = {
     classification.NAME: classification,
     simmim.NAME: simmim,
+    segmentation.NAME: segmentation,
 }
 DEFAULT = classification.NAME   # checkpoints written before `objective` existed are classifiers
 
