@@ -161,7 +161,8 @@ def _optim(e: _Errors, config) -> None:
                'optim.betas', betas, 'must be two numbers in [0, 1), e.g. (0.9, 0.999)')
     schedule = _get(config, 'optim.schedule')
     if schedule is not _MISSING:
-        e.need(schedule in ('cosine', 'multistep'), 'optim.schedule', schedule, "use 'cosine' or 'multistep'")
+        e.need(schedule in ('cosine', 'linear', 'multistep'), 'optim.schedule', schedule,
+               "use 'cosine', 'linear' or 'multistep'")
 
 
 def _aug(e: _Errors, config) -> None:
