@@ -127,3 +127,10 @@ def test_a_segmentation_training_run_loads_with_its_batch_norm_statistics(tmp_pa
     for a, b in zip(jax.tree.leaves((state.params, state.batch_stats)),
                     jax.tree.leaves((variables['params'], variables['batch_stats']))):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_an_upernet_on_another_backbone_is_a_clear_error(tmp_path):
+    (tmp_path / 'config.json').write_text(json.dumps({
+        'model_type': 'upernet', 'backbone_config': {'model_type': 'convnext', 'depths': [1, 1, 1, 1]}}))
+    with pytest.raises(ValueError, match=r"UperNet on a 'convnext' backbone.*swinv2, swin"):
+        from_pretrained(tmp_path)
