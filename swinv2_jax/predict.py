@@ -1,13 +1,15 @@
 r"""Predict image files with a pretrained model, whatever folder it came in.
 
   python -m swinv2_jax.predict ./swinv2-tiny-patch4-window8-256 photos/ cat.jpg [--top-k 5] [--json]
+  python -m swinv2_jax.predict ./upernet-swin-tiny photos/ --out masks/ [--json]
 
 SOURCE is anything `swinv2_jax.from_pretrained` reads (a transformers or timm hub folder, a
 converted checkpoint, a train.py workdir). IMAGES are files or folders (JPEG, PNG, WebP under a
 folder, recursively). Each image gets the checkpoint's own evaluation preprocessing
 (swinv2_jax.images); the model runs on batches of one fixed size, compiled once (the last batch
 padded). Class names: the checkpoint's, else the ImageNet-1K / 22K names for 1000 / 21841 classes,
-else the indices. A file that cannot be read is reported in its place and the others are still
+else the indices. A segmentation model writes each image's mask (argmax per pixel, resized to the
+image's size by nearest neighbour) as a palette PNG into --out. A file that cannot be read is reported in its place and the others are still
 predicted; the exit status is then 1.
 """
 from __future__ import annotations
@@ -30,8 +32,7 @@ def class_names(info, num_classes: int) -> List[str]:
 
 
 # ----------------------------------------------------------------------------------------------
-# Tasks: what a model's outputs become (info.task picks the row). A segmentation row would write
-# colour-coded mask PNGs to --out.
+# Tasks: what a model's outputs become (info.task picks the row).
 # ----------------------------------------------------------------------------------------------
 
 @dataclasses.dataclass(frozen=True)
@@ -65,8 +66,86 @@ def _classification_describe(file, output, args, model, info):
     return {'file': file, 'top_k': top}, text
 
 
+def palette(num_classes: int) -> np.ndarray:
+    """[num_classes, 3] uint8 mask colours, fixed: PASCAL VOC's bit-interleaved palette (class 0
+    black), distinct for up to 256 classes."""
+    index = np.arange(num_classes)
+    colours = np.zeros((num_classes, 3), np.int64)
+    for bit in range(8):
+        for channel in range(3):
+            colours[:, channel] |= ((index >> (3 * bit + channel)) & 1) << (7 - bit)
+    return colours.astype(np.uint8)
+
+
+def resize_nearest(mask: np.ndarray, height: int, width: int) -> np.ndarray:
+    """`mask` [h, w] at (height, width): each output pixel takes the input pixel under its centre
+    (PyTorch's 'nearest-exact', Pillow's NEAREST)."""
+    rows = np.minimum(((np.arange(height) + 0.5) * mask.shape[0] / height).astype(np.int64), mask.shape[0] - 1)
+    cols = np.minimum(((np.arange(width) + 0.5) * mask.shape[1] / width).astype(np.int64), mask.shape[1] - 1)
+    return mask[rows[:, None], cols[None, :]]
+
+
+def write_mask(path: str, mask: np.ndarray, num_classes: int) -> None:
+    """A class-index mask as a PNG, atomically: palette-coloured (its pixel values are the class
+    indices) for up to 256 classes, else 16-bit greyscale."""
+    import os
+
+    from PIL import Image
+    if num_classes <= 256:
+        image = Image.fromarray(mask.astype(np.uint8), mode='P')
+        image.putpalette(palette(num_classes).reshape(-1).tolist())
+    else:
+        image = Image.fromarray(mask.astype(np.uint16))
+    tmp = path + '.tmp'
+    image.save(tmp, format='PNG')
+    os.replace(tmp, path)
+
+
+def _segmentation_step(model, variables, info, args):
+    import os
+
+    import jax
+    if not getattr(args, 'out', None):
+        raise ValueError('a segmentation model writes its masks as PNG files: pass --out DIR')
+    os.makedirs(args.out, exist_ok=True)
+
+    @jax.jit
+    def step(variables, images):
+        return model.apply(variables, images, train=False).argmax(axis=-1).astype('int32')
+
+    variables = jax.device_put(variables)
+    return lambda images: np.asarray(step(variables, images))
+
+
+def _mask_path(file: str, args) -> str:
+    """out/<file's stem>.png, numbered when two inputs of this run share a stem."""
+    import os
+    written = vars(args).setdefault('_masks', set())
+    stem, n = os.path.splitext(os.path.basename(file))[0], 0
+    name = stem
+    while name in written:
+        n += 1
+        name = f'{stem}-{n}'
+    written.add(name)
+    return os.path.join(args.out, name + '.png')
+
+
+def _segmentation_describe(file, output, args, model, info):
+    from swinv2_jax.images import load_image
+    image = load_image(file)   # its displayed size (EXIF orientation applied), as the input was made
+    mask = resize_nearest(output, image.height, image.width)
+    path = _mask_path(file, args)
+    write_mask(path, mask, model.num_classes)
+    names = info.labels if info.labels is not None and len(info.labels) == model.num_classes else \
+        [str(i) for i in range(model.num_classes)]
+    present = [str(names[i]) for i in np.unique(mask)]
+    return {'file': file, 'mask': path, 'classes': present}, f'{file}\n  mask: {path}\n  classes: {", ".join(present)}'
+
+
 TASKS: Dict[str, Task] = {
     'classification': Task(make_step=_classification_step, describe=_classification_describe),
+    # argmax per pixel, resized to the image's own size, a palette PNG in --out
+    'segmentation': Task(make_step=_segmentation_step, describe=_segmentation_describe),
 }
 
 
@@ -133,6 +212,8 @@ def parse_args(argv: Optional[Sequence[str]] = None):
     p.add_argument('--top-k', type=int, default=5, help='classes shown per image (default 5)')
     p.add_argument('--batch-size', type=int, default=32, help='images per forward pass (default 32)')
     p.add_argument('--json', action='store_true', help='one JSON object per line and image')
+    p.add_argument('--out', metavar='DIR', help='segmentation models: where the mask PNGs go (one per image, '
+                                                'named after it; pixel values are class indices)')
     args = p.parse_args(argv)
     if args.top_k < 1 or args.batch_size < 1:
         p.error('--top-k and --batch-size must be at least 1')

@@ -6,7 +6,8 @@ Each kind of source is a row of `SOURCES` (recognise, load):
 - `training`: a train.py workdir (its latest checkpoint; model and preprocessing from its meta);
 - `timm`: a timm hub folder (config.json with `architecture`, `model_args`, `pretrained_cfg`,
   `label_names`; model.safetensors or pytorch_model.bin);
-- `transformers`: a Hugging Face hub folder (config.json of a model type in `HF_MODEL_TYPES`;
+- `transformers`: a Hugging Face hub folder (config.json of a model type in `HF_MODEL_TYPES`: Swin,
+  Swinv2, and UperNet on either for segmentation;
   model.safetensors, sharded safetensors with model.safetensors.index.json, or
   pytorch_model.bin; preprocessor_config.json).
 Nothing is downloaded: a hub name is looked up in the local Hugging Face cache only, and
@@ -104,7 +105,7 @@ def read_hub_weights(folder: str) -> Dict[str, Any]:
 
 
 def _load_weights(sd: Mapping[str, Any], model, layout: str) -> Dict[str, Any]:
-    from swinv2_jax.weights.torch_layouts import load_torch_weights
+    from swinv2_jax.weights.pytorch import load_torch_weights   # a classifier's or a UperNet's layouts
     return load_torch_weights(sd, model, layout=layout)
 
 
@@ -147,10 +148,44 @@ def _hf_swin(cfg: Dict[str, Any], path: str, v1: bool) -> Tuple[str, Dict[str, A
     return ('swin_tiny_patch4_window7_224' if v1 else 'swinv2_tiny_window8_256'), overrides
 
 
-# model_type -> (config.json -> (base name, overrides), task). A UperNet row builds the segmenter.
-HF_MODEL_TYPES: Dict[str, Tuple[Callable, str]] = {
-    'swinv2': (lambda cfg, path: _hf_swin(cfg, path, v1=False), 'classification'),
-    'swin': (lambda cfg, path: _hf_swin(cfg, path, v1=True), 'classification'),
+# backbone_config model_type of a UperNet -> how its Hugging Face backbone runs: Swinv2Backbone pads
+# before the cyclic shift and clips windows, with no stage output norms; SwinBackbone pads and never
+# clips (as mmsegmentation), with output norms (hidden_states_norms)
+HF_UPERNET_BACKBONES = {'swinv2': dict(window_padding='hf', out_norms=False),
+                        'swin': dict(window_padding='mmseg', out_norms=True)}
+HF_STAGES = ['stage1', 'stage2', 'stage3', 'stage4']
+
+
+def _hf_upernet(cfg: Dict[str, Any], path: str) -> Tuple[str, Dict[str, Any]]:
+    """(segmentation model name, create_model overrides) of an UperNetConfig on a Swin(v2) backbone."""
+    backbone = cfg.get('backbone_config') or {}
+    kind = backbone.get('model_type')
+    if kind not in HF_UPERNET_BACKBONES:
+        raise ValueError(f'{os.path.join(path, CONFIG)}: an UperNet on a {kind!r} backbone; this package reads '
+                         f'UperNets on {", ".join(HF_UPERNET_BACKBONES)} backbones (backbone_config.model_type)')
+    base, overrides = _hf_swin(backbone, path, v1=kind == 'swin')
+    problems = []
+    stages = HF_STAGES[:len(backbone['depths'])]
+    if backbone.get('out_features') not in (None, stages):
+        problems.append(f'backbone out_features={backbone["out_features"]} (the head here takes all of {stages})')
+    aux = bool(cfg.get('use_auxiliary_head', True))
+    if aux and (int(cfg.get('auxiliary_num_convs', 1)) != 1 or int(cfg.get('auxiliary_kernel_size', 3)) != 3
+                or cfg.get('auxiliary_concat_input', False)):
+        problems.append('an auxiliary head other than one 3x3 conv without concat_input')
+    _unsupported(os.path.join(path, CONFIG), problems)
+    overrides.update(HF_UPERNET_BACKBONES[kind], strict_img_size=False,
+                     head_channels=int(cfg.get('hidden_size', 512)),
+                     pool_scales=tuple(int(s) for s in cfg.get('pool_scales', (1, 2, 3, 6))),
+                     aux_channels=int(cfg.get('auxiliary_channels', 256)) if aux else 0)
+    return 'upernet_' + base, overrides
+
+
+# model_type -> (config.json -> (base name, overrides), task, the classifier's weight: its rows are
+# the classes)
+HF_MODEL_TYPES: Dict[str, Tuple[Callable, str, str]] = {
+    'swinv2': (lambda cfg, path: _hf_swin(cfg, path, v1=False), 'classification', 'classifier.weight'),
+    'swin': (lambda cfg, path: _hf_swin(cfg, path, v1=True), 'classification', 'classifier.weight'),
+    'upernet': (_hf_upernet, 'segmentation', 'decode_head.classifier.weight'),
 }
 
 
@@ -218,10 +253,10 @@ def _load_transformers(folder: str):
     if model_type not in HF_MODEL_TYPES:
         raise ValueError(f'{folder}: a transformers model of type {model_type!r}; this package reads '
                          f'{", ".join(HF_MODEL_TYPES)}')
-    to_overrides, task = HF_MODEL_TYPES[model_type]
+    to_overrides, task, classifier = HF_MODEL_TYPES[model_type]
     base, overrides = to_overrides(cfg, folder)
     sd = read_hub_weights(folder)
-    num_classes = int(sd['classifier.weight'].shape[0]) if 'classifier.weight' in sd else 0  # headless: 0
+    num_classes = int(sd[classifier].shape[0]) if classifier in sd else 0  # headless: 0
     model = create_model(base, num_classes=num_classes, **overrides)
     variables = _load_weights(sd, model, 'hf')
     info = _default_info(model, labels=_hf_labels(cfg, num_classes), task=task, source='transformers',
@@ -335,8 +370,27 @@ def _load_training(path: str):
     changes = {k: (tuple(aug[k]) if isinstance(aug[k], list) else aug[k])
                for k in ('mean', 'std', 'crop_pct', 'interpolation') if k in aug}
     sized = model if hasattr(model, 'img_size') else model.encoder   # SimMIM: its encoder's sizes
+    if objective.NAME == 'segmentation':   # whole images squashed to the model's size, not cropped
+        changes.update(crop_pct=1.0, crop_mode='squash')
     info = _default_info(sized, task=objective.NAME, source='training', **changes)
-    return model, {'params': params}, _check_size(info, sized, path)
+    return model, {'params': params, **_training_stats(_training_workdir(path), model)}, _check_size(info, sized, path)
+
+
+def _training_stats(workdir: str, model) -> Dict[str, Any]:
+    """{'batch_stats': ...} of a run whose model has BatchNorm statistics (UperNet), else {}."""
+    import jax
+    from flax.core import unfreeze
+    from swinv2_jax.models import abstract_variables
+    from swinv2_jax.train.checkpointing import Checkpointer
+    abstract = abstract_variables(model)
+    if 'batch_stats' not in abstract:
+        return {}
+    ckpt = Checkpointer(workdir, read_only=True, async_save=False)
+    try:
+        stats = ckpt.restore_params(abstract['batch_stats'], key='batch_stats')
+    finally:
+        ckpt.close()
+    return {'batch_stats': unfreeze(jax.device_get(stats))}
 
 
 def _is_converted(path: str) -> bool:

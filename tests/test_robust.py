@@ -245,12 +245,13 @@ def test_the_step_is_saved_before_its_evaluation(tmp_path, fake_data, monkeypatc
     ('num_train_steps', 0, 'num_epochs'),
     ('sharding', 'zero3', "sharding='zero3': unknown; use one of 'replicated', 'zero1', 'fsdp'"),
     ('init_from', '/no/such/file.pth', "init_from='/no/such/file.pth': no such file"),
+    ('optim.schedule', 'poly', "optim.schedule='poly': unknown; use one of 'cosine', 'linear', 'multistep'"),
 ])
 def test_each_bad_config_value_is_named_with_a_fix(key, value, words):
     c = tiny_config(**{key: value})
     if key == 'num_train_steps':
         c.num_epochs = 0.0
-    errors = config_checks.config_errors(c, num_devices=1, sharding_modes=('replicated', 'zero1', 'fsdp'))
+    errors = config_checks.config_errors(c, num_devices=1, **_tables())
     assert any(words in e for e in errors), errors
     assert len(errors) == 1, errors
 
@@ -260,13 +261,19 @@ def test_batch_must_split_over_devices():
     assert errors == ['batch_size=12: must be divisible by the 8 devices and 1 processes; e.g. 8 or 16']
 
 
+def _tables():
+    """The names the trainer hands the check: objectives, sharding modes, schedules."""
+    from swinv2_jax.train import objectives, optim, sharding
+    return dict(objectives=tuple(objectives.OBJECTIVES), sharding_modes=tuple(sharding.MODES),
+                schedules=tuple(optim.SCHEDULES))
+
+
 def test_the_recipes_pass_the_checks():
     for name, arg in [('digits', None), ('digits', 'runlocal'), ('imagenet1k_scratch', 'tiny'),
                       ('imagenet22k_pretrain', 'base'), ('imagenet1k_finetune', 'base_256'),
-                      ('simmim_pretrain', None), ('simmim_finetune', None)]:
-        if not os.path.exists(os.path.join(REPO, 'configs', f'{name}.py')):
-            continue
-        assert config_checks.config_errors(load_config(name, arg), num_devices=8) == [], (name, arg)
+                      ('simmim_pretrain', None), ('simmim_finetune', None), ('digits_segmentation', None),
+                      ('ade20k_upernet', 'swinv2_base'), ('ade20k_upernet', 'swin_base_v1')]:
+        assert config_checks.config_errors(load_config(name, arg), num_devices=8, **_tables()) == [], (name, arg)
 
 
 def test_all_bad_values_and_a_file_workdir_at_once_before_anything_is_written(tmp_path, fake_data):

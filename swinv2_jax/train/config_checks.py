@@ -72,12 +72,13 @@ def _pair(errors: _Errors, config, key: str, low: float, high: Optional[float], 
 
 
 def config_errors(config, workdir: Optional[str] = None, *, num_devices: int = 1, num_processes: int = 1,
-                  objectives: Sequence[str] = (), sharding_modes: Sequence[str] = ()) -> List[str]:
+                  objectives: Sequence[str] = (), sharding_modes: Sequence[str] = (),
+                  schedules: Sequence[str] = ()) -> List[str]:
     """Every problem of `config` (and of `workdir`), as 'key=value: what would work' sentences."""
     e = _Errors()
     _sizes(e, config, num_devices, num_processes)
     _schedule(e, config)
-    _optim(e, config)
+    _optim(e, config, schedules)
     _aug(e, config)
     if objectives:
         e.need(config.get('objective', 'classification') in objectives, 'objective', config.get('objective'),
@@ -146,7 +147,7 @@ def _schedule(e: _Errors, config) -> None:
                    f'the warm-up is longer than num_epochs={epochs}; lower it')
 
 
-def _optim(e: _Errors, config) -> None:
+def _optim(e: _Errors, config, schedules: Sequence[str]) -> None:
     for key in ('optim.lr', 'optim.warmup_lr', 'optim.min_lr'):
         e.number(config, key, 0, fix=' (learning rates per 512 images; e.g. 5e-4)')
     e.number(config, 'optim.weight_decay', 0)
@@ -160,8 +161,9 @@ def _optim(e: _Errors, config) -> None:
         e.need(isinstance(betas, (tuple, list)) and len(betas) == 2 and all(_num(b) and 0 <= b < 1 for b in betas),
                'optim.betas', betas, 'must be two numbers in [0, 1), e.g. (0.9, 0.999)')
     schedule = _get(config, 'optim.schedule')
-    if schedule is not _MISSING:
-        e.need(schedule in ('cosine', 'multistep'), 'optim.schedule', schedule, "use 'cosine' or 'multistep'")
+    if schedule is not _MISSING and schedules:
+        e.need(schedule in schedules, 'optim.schedule', schedule,
+               f'unknown; use one of {", ".join(map(repr, schedules))}')
 
 
 def _aug(e: _Errors, config) -> None:

@@ -157,6 +157,24 @@ def scale_by_tree(scales) -> optax.GradientTransformation:
     return optax.GradientTransformation(lambda params: optax.EmptyState(), update_fn)
 
 
+def _cosine(lrs, optim_config, *, warmup, total_updates, updates_per_epoch):
+    return make_schedule(lrs['lr'], lrs['warmup_lr'], lrs['min_lr'], warmup, total_updates)
+
+
+def _linear(lrs, optim_config, *, warmup, total_updates, updates_per_epoch):
+    return make_poly_schedule(lrs['lr'], lrs['warmup_lr'], lrs['min_lr'], warmup, total_updates)
+
+
+def _multistep(lrs, optim_config, *, warmup, total_updates, updates_per_epoch):
+    milestones = [round(float(e) * updates_per_epoch) for e in optim_config.get('decay_epochs', ())]
+    return make_multistep_schedule(lrs['lr'], lrs['warmup_lr'], warmup, milestones,
+                                   float(optim_config.get('decay_rate', 0.1)))
+
+
+# `optim.schedule` -> its learning-rate schedule (the start-up config check reads the names here)
+SCHEDULES = {'cosine': _cosine, 'linear': _linear, 'multistep': _multistep}
+
+
 # ----------------------------------------------------------------------------------------------
 # The optimizer
 # ----------------------------------------------------------------------------------------------
@@ -172,18 +190,10 @@ def make_optimizer(optim_config, params, depths: Sequence[int], total_updates: i
     """
     lrs = scaled_lrs(optim_config, effective_batch)
     kind = optim_config.get('schedule', 'cosine')
-    if kind == 'cosine':
-        schedule = make_schedule(lrs['lr'], lrs['warmup_lr'], lrs['min_lr'],
-                                 warmup_steps(optim_config, updates_per_epoch), total_updates)
-    elif kind == 'linear':
-        schedule = make_poly_schedule(lrs['lr'], lrs['warmup_lr'], lrs['min_lr'],
-                                      warmup_steps(optim_config, updates_per_epoch), total_updates)
-    elif kind == 'multistep':
-        milestones = [round(float(e) * updates_per_epoch) for e in optim_config.get('decay_epochs', ())]
-        schedule = make_multistep_schedule(lrs['lr'], lrs['warmup_lr'], warmup_steps(optim_config, updates_per_epoch),
-                                           milestones, float(optim_config.get('decay_rate', 0.1)))
-    else:
-        raise ValueError(f"unknown optim.schedule {kind!r}; valid: 'cosine', 'linear', 'multistep'")
+    if kind not in SCHEDULES:
+        raise ValueError(f'unknown optim.schedule {kind!r}; valid: {", ".join(map(repr, SCHEDULES))}')
+    schedule = SCHEDULES[kind](lrs, optim_config, warmup=warmup_steps(optim_config, updates_per_epoch),
+                               total_updates=total_updates, updates_per_epoch=updates_per_epoch)
     b1, b2 = optim_config.betas
     parts = []
     if float(optim_config.clip_grad) > 0:

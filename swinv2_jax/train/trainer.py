@@ -94,7 +94,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     multihost.stop_together(lambda: config_checks.check(
         config, os.path.abspath(workdir), extra=getattr(data, 'dataset_errors', None),
         num_devices=jax.device_count(), num_processes=jax.process_count(),
-        objectives=tuple(objectives.OBJECTIVES), sharding_modes=tuple(sharding.MODES)))
+        objectives=tuple(objectives.OBJECTIVES), sharding_modes=tuple(sharding.MODES),
+        schedules=tuple(optim.SCHEDULES)))
     workdir = _prepare_workdir(config, workdir)
 
     # ---- mesh --------------------------------------------------------------------------------------
