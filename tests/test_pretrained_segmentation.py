@@ -15,7 +15,7 @@ import torch.nn.functional as F  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from swinv2_jax import from_pretrained, images, predict  # noqa: E402
-from torch_refs import assert_close, nchw, randomize_  # noqa: E402
+from torch_refs import assert_close, nchw, randomize_, randomize_bn_  # noqa: E402
 
 LABELS = ['wall', 'sky', 'tree', 'road', 'person']
 SIZE = 64
@@ -23,17 +23,6 @@ CASES = {  # backbone config class, window: V1 with 5 pads every stage map (16, 
     'swinv2': ('Swinv2Config', 4),
     'swin': ('SwinConfig', 5),
 }
-
-
-def randomize_bn_(module, seed):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, buf in module.named_buffers():
-            if name.endswith('running_mean'):
-                buf.copy_(0.5 * torch.randn(buf.shape, generator=g))
-            elif name.endswith('running_var'):
-                buf.copy_(0.5 + torch.rand(buf.shape, generator=g))
-    return module
 
 
 @pytest.fixture(scope='module', params=list(CASES))

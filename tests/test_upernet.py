@@ -23,7 +23,7 @@ from swinv2_jax.weights import upernet as upernet_weights  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, 'tests'))
-from torch_refs import assert_close, nchw, randomize_, to_torch_state  # noqa: E402
+from torch_refs import assert_close, nchw, randomize_, randomize_bn_, to_torch_state  # noqa: E402
 
 TINY = dict(embed_dim=16, depths=(1, 1, 2, 1), num_heads=(1, 2, 2, 4))
 HEAD = dict(num_classes=5, head_channels=32, aux_channels=16)
@@ -62,19 +62,6 @@ def test_adaptive_avg_pool_matches_torch(size, scale):
 # ----------------------------------------------------------------------------------------------
 # 2. Parity with Hugging Face
 # ----------------------------------------------------------------------------------------------
-
-def randomize_bn_(module: torch.nn.Module, seed: int) -> torch.nn.Module:
-    """BatchNorm running statistics away from (0, 1), so that a wrong eps, a swapped mean/var or
-    train-mode statistics in evaluation show."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, buf in module.named_buffers():
-            if name.endswith('running_mean'):
-                buf.copy_(0.5 * torch.randn(buf.shape, generator=g))
-            elif name.endswith('running_var'):
-                buf.copy_(0.5 + torch.rand(buf.shape, generator=g))
-    return module
-
 
 def hf_upernet(model: swinv2_jax.UperNet, seed: int):
     from transformers import SwinConfig, Swinv2Config, UperNetConfig, UperNetForSemanticSegmentation

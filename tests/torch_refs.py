@@ -35,6 +35,19 @@ def randomize_(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     return module
 
 
+def randomize_bn_(module: torch.nn.Module, seed: int) -> torch.nn.Module:
+    """BatchNorm running statistics away from (0, 1), so that a wrong eps, a swapped mean/var or
+    train-mode statistics in evaluation show."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, buf in module.named_buffers():
+            if name.endswith('running_mean'):
+                buf.copy_(0.5 * torch.randn(buf.shape, generator=g))
+            elif name.endswith('running_var'):
+                buf.copy_(0.5 + torch.rand(buf.shape, generator=g))
+    return module
+
+
 def timm_model(name: str, **overrides) -> torch.nn.Module:
     """timm's model for a registered name (canonical timm names) with the same overrides."""
     import timm
