@@ -49,13 +49,7 @@ def get_config(arg=None):
     if arg.runlocal:
         c.model_overrides.update(embed_dim=8, depths=(1, 1, 1, 1), num_heads=(1, 1, 1, 1), head_channels=8,
                                  aux_channels=8)
-        c.batch_size = 8
-        c.eval_batch_size = 8
-        c.num_train_steps = 2
-        c.eval_every_steps = 2
-        c.checkpoint_every_steps = 2
-        c.log_every_steps = 1
-        c.optim.warmup_steps = 1
+        config_lib.runlocal_schedule(c)
         c.seg.test_mode = 'slide'
         c.seg.stride = (43, 43)
         c.seg.eval_canvas = (96, 96)   # slide: 2x2 windows over a canvas larger than the crop

@@ -169,6 +169,12 @@ def runlocal(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     data pipeline and optimizer, a two-stage SwinV2 at 32x32, batch 8, two steps."""
     c.model_overrides.update(dict(img_size=32, embed_dim=16, depths=(1, 1), num_heads=(1, 2), window_size=4,
                                   pretrained_window_sizes=(0, 0), drop_path_rate=0.1))
+    return runlocal_schedule(c)
+
+
+def runlocal_schedule(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """`runlocal`'s run length alone (batch 8, two steps, evaluation and a checkpoint at step 2), for
+    recipes that shrink their model their own way."""
     c.batch_size = 8
     c.eval_batch_size = 8
     c.num_train_steps = 2
