@@ -41,13 +41,12 @@ import tensorflow_datasets as tfds
 from swinv2_jax.data import digits as digits_lib
 from swinv2_jax.constants import IMAGENET_MEAN, IMAGENET_STD
 from swinv2_jax.data import image_files, simmim_mask, transforms
+from swinv2_jax.data.dataset_checks import EVAL_ALIASES, FOLDER_PREFIX
 from absl import logging
 
 DEFAULT_SHUFFLE_WINDOW = 8192   # examples per permuted window (~0.9 GB of ImageNet JPEGs, 2x briefly)
 MAX_BLOCKS = 16                 # sequential readers interleaved per process and epoch
 _NUM_EPOCHS_UNBOUNDED = 2 ** 40
-_FOLDER_PREFIX = 'folder:'
-_EVAL_ALIASES = ('val', 'validation', 'test')
 
 
 class DatasetInfo(NamedTuple):
@@ -144,8 +143,8 @@ def _slice_spec(segments: Sequence[tuple], start: int, stop: int) -> str:
 def _builder(dataset: str, data_dir: str | None):
     if dataset == 'digits':
         return digits_lib.builder(data_dir)
-    if dataset.startswith(_FOLDER_PREFIX):
-        return tfds.folder_dataset.ImageFolder(dataset[len(_FOLDER_PREFIX):])
+    if dataset.startswith(FOLDER_PREFIX):
+        return tfds.folder_dataset.ImageFolder(dataset[len(FOLDER_PREFIX):])
     builder = tfds.builder(dataset, data_dir=data_dir)
     if not builder.is_prepared():
         # ImageNet: extracts the manual download (see README "## Data"); run it once, from a
@@ -160,12 +159,12 @@ def _open(dataset: str, split: str, data_dir: str | None = None, skip_bad_images
     builder = _builder(dataset, data_dir)
     info = builder.info
     folder = isinstance(builder, tfds.folder_dataset.ImageFolder)
-    if folder and split not in info.splits.keys() and split in _EVAL_ALIASES:
-        split = next((s for s in _EVAL_ALIASES if s in info.splits.keys()), split)
+    if folder and split not in info.splits.keys() and split in EVAL_ALIASES:
+        split = next((s for s in EVAL_ALIASES if s in info.splits.keys()), split)
     if folder and split not in info.splits.keys():
         raise ValueError(f'{dataset} has no split {split!r}; its sub-folders are '
                          f'{sorted(info.splits.keys())}')
-    exclude = _bad_images(dataset[len(_FOLDER_PREFIX):], split, skip_bad_images) if folder else ()
+    exclude = _bad_images(dataset[len(FOLDER_PREFIX):], split, skip_bad_images) if folder else ()
 
     keys = info.supervised_keys
     if isinstance(keys, tuple) and len(keys) == 2 and all(isinstance(k, str) for k in keys):
