@@ -8,7 +8,9 @@
   padding (strict_img_size=False), and with sequential attention (linear CPB, pre-norm); every
   configuration has shifted (masked) windows;
 * the parameter tree does not depend on the core (the same checkpoints load);
-* 'cudnn' on CPU fails at create_model naming the GPU and dtype requirements; the shape rules
+* 'cudnn' builds on a CPU host (a cuDNN-trained model's checkpoint must load there) but fails at
+  its first call naming the GPU requirement and the swap; a float32 dtype fails at create_model;
+  the shape rules
   (head dim a multiple of 8, at most 128 before Hopper, an even token count to train) are checked
   as if on a GPU, and Swin V1's window 7 (49 tokens) fails at the first training call;
 * attention dropout is refused by the fused cores, and an unknown name lists the valid ones.
@@ -85,8 +87,16 @@ def test_parameters_do_not_depend_on_the_core():
 def test_cudnn_on_cpu_names_its_requirements():
     with pytest.raises(ValueError) as e:
         create_model(V2, **TINY, attention_impl='cudnn')
-    assert 'NVIDIA GPU' in str(e.value) and "'cpu'" in str(e.value)
     assert 'bfloat16 or float16' in str(e.value) and 'float32' in str(e.value)
+    assert 'NVIDIA GPU' not in str(e.value)          # the device is the call's business
+    model = create_model(V2, **TINY, attention_impl='cudnn', dtype='bfloat16')
+    x = jax.ShapeDtypeStruct((1, TINY['img_size'], TINY['img_size'], 3), jnp.float32)
+    with pytest.raises(ValueError) as e:
+        jax.eval_shape(model.init, jax.random.PRNGKey(0), x)
+    assert 'NVIDIA GPU' in str(e.value) and "'cpu'" in str(e.value)
+    assert "model.clone(attention_impl='default')" in str(e.value)
+    params = random_params(model.clone(attention_impl='default'))   # the same tree runs on the CPU
+    assert jnp.isfinite(model.clone(attention_impl='default').apply({'params': params}, jnp.ones(x.shape))).all()
 
 
 @pytest.mark.parametrize('kw, needle', [

@@ -117,7 +117,9 @@ def attention_impl_errors(model) -> list:
                       f'takes none), got attn_drop_rate={model.attn_drop_rate}; use attn_drop_rate=0 or '
                       f'attention_impl=\'default\'')
     if impl == 'cudnn' and len(model.num_heads) == model.num_stages:
-        errors += cudnn_errors(backend=cuda_backend(), dtype=model.dtype,
+        # The device is checked when the attention is traced, not here: a model trained with cuDNN
+        # must still be buildable on a CPU host, e.g. to read its checkpoint.
+        errors += cudnn_errors(backend=None, dtype=model.dtype,
                                head_dims=[d // h for d, h in zip(model.stage_dims, model.num_heads)])
     return errors
 
@@ -134,13 +136,15 @@ def cudnn_errors(*, backend, dtype, head_dims=(), tokens=(), training: bool = Fa
     """Why jax's cuDNN fused attention (`attention_impl='cudnn'`) cannot run, as sentences: the
     constraints `jax._src.cudnn.fused_attention_stablehlo` enforces (check_layout,
     check_is_flash_attention), checked up front on shapes and dtypes so that they name the fix.
-    backend: `cuda_backend()`'s (platform, compute capability); tokens: tokens per window."""
+    backend: `cuda_backend()`'s (platform, compute capability), or None to leave the device
+    unchecked (head dims then get Hopper's limit); tokens: tokens per window."""
     errors = []
-    platform, capability = backend
+    platform, capability = backend or ('cuda', None)
     if platform != 'cuda':
         errors.append(f"attention_impl='cudnn' needs an NVIDIA GPU with cuDNN, but JAX's default backend "
                       f"is {platform!r}; use attention_impl='dot_product_attention' (JAX picks the "
-                      f"implementation) or 'default'")
+                      f"implementation) or 'default' (the parameters are the same: "
+                      f"model.clone(attention_impl='default') runs a cuDNN-trained model's weights)")
     if jnp.dtype(dtype).name not in CUDNN_DTYPES:
         errors.append(f"attention_impl='cudnn' needs a bfloat16 or float16 compute dtype, got "
                       f"{jnp.dtype(dtype).name}; pass dtype='bfloat16'")
