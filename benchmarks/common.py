@@ -17,6 +17,12 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
+# A script measures the checkout it lives in, installed or not; so do the worker processes that
+# throughput.py --isolate starts from the same file.
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO_ROOT not in sys.path:
+    sys.path.insert(1, REPO_ROOT)
+
 LR, WEIGHT_DECAY = 1e-4, 0.05  # the benchmarked AdamW (the same in every script, and for timm)
 
 # /proc/cpuinfo flags that decide which matmul kernels XLA and torch can use on a CPU.
