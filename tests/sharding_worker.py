@@ -17,7 +17,7 @@ so its batches depend on the process count: docs/training_contract.md.)
 from __future__ import annotations
 
 import collections
-import importlib.util
+import importlib
 import json
 import os
 import shutil
@@ -48,10 +48,7 @@ def train_py_flags() -> list:
 
 
 def make_config(**changes):
-    spec = importlib.util.spec_from_file_location('digits', os.path.join(REPO, 'configs', 'digits.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    c = module.get_config('runlocal')
+    c = importlib.import_module('configs.digits').get_config('runlocal')
     for k, v in {**OVERRIDES, **changes}.items():
         target = c
         *parents, leaf = k.split('.')

@@ -524,14 +524,10 @@ def test_no_weight_decay_on_the_v1_table():
 @pytest.mark.parametrize('row', ['table1_parameterized', 'table6_res_post_norm'])
 def test_ablation_training_config(row):
     """configs/imagenet1k_ablation.py:ROW builds the row's model; the switches are config keys."""
-    import importlib.util
-    import os
+    import importlib
     from swinv2_jax.train import config_lib
-    path = os.path.join(os.path.dirname(__file__), '..', 'configs', 'imagenet1k_ablation.py')
-    spec = importlib.util.spec_from_file_location('imagenet1k_ablation', path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    c = module.get_config(f'{row},runlocal')
+    recipe = importlib.import_module('configs.imagenet1k_ablation')
+    c = recipe.get_config(f'{row},runlocal')
     overrides = config_lib.as_overrides(c)
     assert set(SWITCHES) <= set(overrides)
     model = swinv2_jax.create_model(c.model, **overrides)
@@ -540,7 +536,7 @@ def test_ablation_training_config(row):
     assert model.qkv_bias == ('qkv' if row.startswith('table6') else 'qv')
     abstract_variables(model)
     with pytest.raises(ValueError, match='choose one of'):
-        module.get_config('table99')
+        recipe.get_config('table99')
 
 
 def test_cli_converts_swin_v1_to_another_window(tmp_path, capsys, caplog):

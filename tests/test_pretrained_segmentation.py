@@ -98,16 +98,12 @@ def test_predict_without_out_errors(hub, tmp_path, capsys):
 def test_a_segmentation_training_run_loads_with_its_batch_norm_statistics(tmp_path):
     """A train.py workdir of the segmentation objective: its params and BatchNorm statistics as
     the run left them (an untrained set would give other logits), a squash to the model's size."""
-    import importlib.util
+    import importlib
     import os
 
     import jax
     from swinv2_jax.train import trainer
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    spec = importlib.util.spec_from_file_location('cfg', os.path.join(repo, 'configs', 'digits_segmentation.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    c = module.get_config('runlocal')
+    c = importlib.import_module('configs.digits_segmentation').get_config('runlocal')
     c.num_train_steps, c.eval_every_steps, c.checkpoint_every_steps = 1, 0, 1
     state = trainer.train_and_evaluate(c, str(tmp_path))
     model, variables, info = from_pretrained(tmp_path)

@@ -4,7 +4,7 @@ bad input, and end-to-end runs of the trainer (a resumed run equals an uninterru
 from __future__ import annotations
 
 import hashlib
-import importlib.util
+import importlib
 import os
 
 import jax
@@ -17,15 +17,11 @@ from swinv2_jax.models import upernet
 from swinv2_jax.train import checkpointing, metrics, optim, trainer
 from swinv2_jax.train.objectives import segmentation as seg_objective
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 pytestmark = pytest.mark.usefixtures('compilation_cache')   # tests/conftest.py
 
 
 def load_config(name, arg=None) -> ml_collections.ConfigDict:
-    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, 'configs', f'{name}.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(arg)
+    return importlib.import_module(f'configs.{name}').get_config(arg)   # configs/ is a package
 
 
 # ----------------------------------------------------------------------------------------------

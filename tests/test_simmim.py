@@ -5,9 +5,8 @@ Tiny models on CPU; the trainer runs use the embedded digits at 32x32 (configs/*
 """
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import math
-import os
 
 import jax
 import jax.numpy as jnp
@@ -28,7 +27,6 @@ from torch_refs import assert_close, nchw, randomize_, to_torch_state
 
 tf = pytest.importorskip('tensorflow')
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # 64x64, patch 4 (16x16 tokens), three stages (stride 16), windows 4 with pretrained windows 2:
 # the CPB's window-transfer path is on.
 ENC = dict(img_size=64, patch_size=4, embed_dim=16, depths=(1, 2, 1), num_heads=(1, 2, 4), window_size=4,
@@ -45,10 +43,7 @@ def zeros_params(model):
 
 
 def load_config(name, arg=None) -> ml_collections.ConfigDict:
-    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, 'configs', f'{name}.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(arg)
+    return importlib.import_module(f'configs.{name}').get_config(arg)   # configs/ is a package
 
 
 pytestmark = pytest.mark.usefixtures('compilation_cache')   # tests/conftest.py

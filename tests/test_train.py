@@ -7,7 +7,7 @@ the input pipeline; the ImageNet-config step and the end-to-end command use swin
 from __future__ import annotations
 
 import collections
-import importlib.util
+import importlib
 import math
 import os
 import signal
@@ -35,10 +35,7 @@ pytestmark = pytest.mark.usefixtures('compilation_cache')   # tests/conftest.py
 
 
 def load_config(name, arg=None) -> ml_collections.ConfigDict:
-    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, 'configs', f'{name}.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(arg)
+    return importlib.import_module(f'configs.{name}').get_config(arg)   # configs/ is a package
 
 
 # ----------------------------------------------------------------------------------------------
