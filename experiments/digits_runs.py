@@ -98,4 +98,6 @@ class Runner:
         if run.top1 is not None and not math.isfinite(run.top1):
             run.top1 = None
         self._done[key] = run
+        print(f'[paper_claims]   {label}: top-1 {run.top1}, {"diverged: " + diverged if diverged else "trained"}, '
+              f'{run.seconds:.0f} s', flush=True)
         return run

@@ -56,12 +56,12 @@ FULL = Scale(
 )
 
 # Toy sizes: the same studies and code paths in about two minutes (the numbers mean nothing).
-_TOY_INIT = dict(_AT_INIT, img_size=64, window_size=4, depths=(1, 1, 2, 1))
+_TOY_INIT = dict(_AT_INIT, img_size=32, window_size=4, depths=(1, 2), num_heads=(1, 2))
 QUICK = Scale(
     name='quick',
-    init_models={'SwinV2-B (toy)': ('swinv2_base_window12_192', dict(_TOY_INIT, embed_dim=16, num_heads=(1, 2, 4, 8))),
-                 'SwinV2-L (toy)': ('swinv2_large_window12_192', dict(_TOY_INIT, embed_dim=24, num_heads=(1, 2, 4, 8))),
-                 'SwinV2-H (toy)': ('swinv2_huge_window12_192', dict(_TOY_INIT, embed_dim=32, num_heads=(1, 2, 4, 8)))},
+    init_models={'SwinV2-B (toy)': ('swinv2_base_window12_192', dict(_TOY_INIT, embed_dim=16)),
+                 'SwinV2-L (toy)': ('swinv2_large_window12_192', dict(_TOY_INIT, embed_dim=24)),
+                 'SwinV2-H (toy)': ('swinv2_huge_window12_192', dict(_TOY_INIT, embed_dim=32))},
     init_batch=1,
     digits_model=dict(embed_dim=16, depths=(1, 1), num_heads=(1, 2)),
     budget=Budget(epochs=0.1, log_every_steps=1, batch_size=32),

@@ -75,8 +75,11 @@ def _trained(scale: Scale, runner: Runner) -> Dict[str, Any]:
 
 
 def fig2_amplitudes(scale: Scale, runner: Runner) -> Dict[str, Any]:
-    models = {label: _at_init(label, name, overrides, scale.init_batch)
-              for label, (name, overrides) in scale.init_models.items()}
+    models = {}
+    for label, (name, overrides) in scale.init_models.items():
+        t = time.perf_counter()
+        models[label] = _at_init(label, name, overrides, scale.init_batch)
+        print(f'[paper_claims]   {label} at init: {time.perf_counter() - t:.0f} s', flush=True)
     models['digits, trained'] = _trained(scale, runner)
     parts = {label: verdicts.amplitude_verdict(m['pre']['discrepancy'], m['res_post']['discrepancy'])
              for label, m in models.items()}
