@@ -1,7 +1,7 @@
 r"""The paper's claims in this implementation: four studies, one command, a report with plots.
 
-  python experiments/paper_claims.py --out docs/paper_claims            # full (~35 min, 2 CPU cores)
-  python experiments/paper_claims.py --out /tmp/claims --quick          # toy sizes, ~2 min
+  python experiments/paper_claims.py --out docs/paper_claims            # full (~20 min, 2 CPU cores)
+  python experiments/paper_claims.py --out /tmp/claims --quick          # toy sizes, ~3 min
   python experiments/paper_claims.py --out /tmp/claims --only stability
 
 Studies (experiments/studies.py): fig2_amplitudes (activation amplitude across depth, pre-norm vs
@@ -48,7 +48,7 @@ NOTES = {
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog='python experiments/paper_claims.py', description=__doc__.split('\n\n')[0])
     p.add_argument('--out', required=True, help='directory for results.json, report.md and the PNGs')
-    p.add_argument('--quick', action='store_true', help='toy sizes (about two minutes): the tests run this')
+    p.add_argument('--quick', action='store_true', help='toy sizes (about three minutes): the tests run this')
     p.add_argument('--only', action='append', choices=list(studies.STUDIES), metavar='NAME',
                    help=f'run only this study (repeatable): {", ".join(studies.STUDIES)}')
     p.add_argument('--work', default=None, help='directory for the training runs (default: a temporary '

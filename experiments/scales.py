@@ -1,5 +1,5 @@
-"""The two sizes the studies run at: FULL (the committed docs/paper_claims/, ~35 min on 2 CPU
-cores) and QUICK (every study, every code path, toy models, about two minutes: the tests).
+"""The two sizes the studies run at: FULL (the committed docs/paper_claims/, ~20 min on 2 CPU
+cores) and QUICK (every study, every code path, toy models, about three minutes: the tests).
 
 The training budget is deliberately short (6 epochs, where the digits recipe trains 40) so that
 held-out top-1 stays near 90% rather than saturating at 98-99%, and differences between variants
@@ -55,7 +55,7 @@ FULL = Scale(
     finetune_batch=32,
 )
 
-# Toy sizes: the same studies and code paths in about two minutes (the numbers mean nothing).
+# Toy sizes: the same studies and code paths in about three minutes (the numbers mean nothing).
 _TOY_INIT = dict(_AT_INIT, img_size=32, window_size=4, depths=(1, 2), num_heads=(1, 2))
 QUICK = Scale(
     name='quick',
