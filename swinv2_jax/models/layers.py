@@ -411,13 +411,15 @@ def attention_impl(name: str):
 # ----------------------------------------------------------------------------------------------
 
 class QKVProjection(nn.Module):
-    """The fused [C, 3C] qkv weight, applied as three matmuls straight into the head-major
+    """The fused [C, 3C] qkv weight, applied as one matmul straight into the head-major
     [B, nW, heads, N, d] layout the attention matmuls batch over.
 
-    Separate matmuls hand q, k and v over without slicing a [.., 3C] result (a copy forward and a
-    pad backward); the parameter stays the official fused `qkv.weight`. SwinV2
-    (`fused_bias=False`) has no bias of its own: q and v get the attention's q_bias/v_bias, k none.
-    Swin V1 (`fused_bias=True`) has the plain Linear bias [3C] on q, k and v (`qkv.bias`).
+    The matmul puts q/k/v on the output's leading axis, so taking q, k and v apart is free (a
+    [.., 3C] result would need a copy forward and a pad backward) and the weight is used whole (a
+    slice of it per q/k/v matmul is a weight copy in every call); the parameter stays the official
+    fused `qkv.weight`. SwinV2 (`fused_bias=False`) has no bias of its own: q and v get the
+    attention's q_bias/v_bias, k none. Swin V1 (`fused_bias=True`) has the plain Linear bias [3C] on
+    q, k and v (`qkv.bias`).
 
     `weights` hands the parameters (cast to the compute dtype) to `project_qkv` for callers that
     apply them inside a JAX transform (sequential attention's `lax.map` body). `layout` is the
@@ -454,12 +456,9 @@ class QKVProjection(nn.Module):
 def project_qkv(x: jax.Array, kernel: jax.Array, biases, layout: str = 'bwhnd') -> Tuple[jax.Array, ...]:
     """[B, w, N, C] tokens -> q, k, v in `layout` ([B, w, heads, N, d] 'bwhnd' or [B, w, N, heads, d]
     'bwnhd'); `QKVProjection.weights` gives the rest."""
-    x = x.astype(kernel.dtype)
-    out = []
-    for i, b in enumerate(biases):
-        y = jnp.einsum(f'bwnc,chd->{layout}', x, kernel[:, i])
-        out.append(y if b is None else y + (b[:, None] if layout == 'bwhnd' else b))
-    return tuple(out)
+    y = jnp.einsum(f'bwnc,cshd->s{layout}', x.astype(kernel.dtype), kernel)
+    return tuple(y[i] if b is None else y[i] + (b[:, None] if layout == 'bwhnd' else b)
+                 for i, b in enumerate(biases))
 
 
 class HeadProjection(nn.Module):
