@@ -1,11 +1,9 @@
 """XLA compiler options per purpose (inference or training), measured on this project's models.
 
 On XLA:CPU (jaxlib 0.10), YNNPACK takes the matmuls by default. For the forward pass alone,
-Eigen's matmuls are faster on these shapes: swinv2_tiny_window8_256 at batch 8 runs 1.21x faster
-and swinv2_base_window16_256 at batch 8 1.08x faster (2-core AMD EPYC, interleaved in one process).
-For the training step, YNNPACK is faster: Eigen is 0.79x, and YNNPACK on the dots alone is 0.90x.
-Only the eval step and inference use these options; the numbers differ only in float32 rounding.
-GPU and other backends get no options.
+Eigen's matmuls are faster on these shapes; for the training step YNNPACK is (the figures are in
+benchmarks/README.md). Only the eval step and inference use these options; the numbers differ
+only in float32 rounding. GPU and other backends get no options.
 
     fwd = jax.jit(model.apply, compiler_options=inference_compiler_options())
 """
