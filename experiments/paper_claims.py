@@ -1,6 +1,6 @@
 r"""The paper's claims in this implementation: four studies, one command, a report with plots.
 
-  python experiments/paper_claims.py --out docs/paper_claims            # full (~20 min, 2 CPU cores)
+  python experiments/paper_claims.py --out docs/paper_claims            # full (20-25 min, 2 CPU cores)
   python experiments/paper_claims.py --out /tmp/claims --quick          # toy sizes, ~3 min
   python experiments/paper_claims.py --out /tmp/claims --only stability
 

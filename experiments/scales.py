@@ -1,4 +1,4 @@
-"""The two sizes the studies run at: FULL (the committed docs/paper_claims/, ~20 min on 2 CPU
+"""The two sizes the studies run at: FULL (the committed docs/paper_claims/, 20-25 min on 2 CPU
 cores) and QUICK (every study, every code path, toy models, about three minutes: the tests).
 
 The training budget is deliberately short (6 epochs, where the digits recipe trains 40) so that
