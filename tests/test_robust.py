@@ -16,17 +16,10 @@ from swinv2_jax.train import checkpointing, config_checks, metrics, trainer
 from swinv2_jax.train.checkpointing import CheckpointRestoreError, CheckpointSaveError, Checkpointer
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from test_train import FakeData, load_config, tiny_config  # noqa: E402
+from test_train import fake_data, load_config, tiny_config  # noqa: E402,F401  (fake_data: a fixture)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 pytestmark = pytest.mark.usefixtures('compilation_cache')
-
-
-@pytest.fixture
-def fake_data(monkeypatch):
-    data = FakeData()
-    monkeypatch.setattr(trainer, '_data', lambda: data)
-    return data
 
 
 def files_of(directory):
