@@ -146,6 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--default-xla-options', action='store_true',
                    help="compile the JAX forward pass with XLA's default options, not "
                         "swinv2_jax.compile_options.inference_compiler_options()")
+    p.add_argument('--jax-env', action='append', default=[], type=env_arg, metavar='NAME=VALUE',
+                   help='--isolate: set this in the JAX worker\'s environment only (e.g. XLA_FLAGS, '
+                        'GLIBC_TUNABLES); repeatable. The torch workers keep the caller\'s')
     p.add_argument('--compile-mode', default=None,
                    help='torch.compile mode (default, reduce-overhead, max-autotune); default: none')
     p.add_argument('--matmul-n', type=int, default=None,
@@ -163,6 +166,14 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def env_arg(text: str) -> Tuple[str, str]:
+    """argparse `type=` for `--jax-env NAME=VALUE`."""
+    name, sep, value = text.partition('=')
+    if not sep or not name.strip():
+        raise argparse.ArgumentTypeError(f'--jax-env wants NAME=VALUE, got {text!r}')
+    return name.strip(), value
+
+
 def parse_args(argv=None) -> Tuple[argparse.Namespace, List[str], Dict[str, Any]]:
     """(args, modes, overrides), or SystemExit naming what is wrong."""
     args = build_parser().parse_args(argv)
@@ -175,6 +186,8 @@ def parse_args(argv=None) -> Tuple[argparse.Namespace, List[str], Dict[str, Any]
     overrides = dict(args.override)
     if 'dtype' in overrides:
         raise SystemExit('pass the computation dtype with --dtype, not --override dtype=...')
+    if args.jax_env and not (args.isolate or args.worker):
+        raise SystemExit('--jax-env needs --isolate (one process holds both sides otherwise)')
     if args.isolate and args.torch_threads:
         raise SystemExit('--isolate runs torch with its own thread count; drop --torch-threads')
     return args, modes, overrides
@@ -703,7 +716,8 @@ def worker_jax(run: Run, mode: str):
     compile_jax(run)
     call, sync = jax_call(run, mode)
     return call, sync, {'compile_s': run.jax_compile_s[mode], 'flops_per_image': run.flops[mode] / run.args.batch,
-                        'flops_source': run.flops_source[mode], 'forward_compiler_options': run.fwd_options}
+                        'flops_source': run.flops_source[mode], 'forward_compiler_options': run.fwd_options,
+                        'jax_env': {k: os.environ.get(k) for k, _ in run.args.jax_env}}
 
 
 def worker_timm(run: Run, mode: str, compiled: bool):
@@ -773,23 +787,25 @@ def serve(args, modes, overrides) -> int:
     return 0
 
 
-def worker_env(who: str) -> Dict[str, str]:
+def worker_env(who: str, jax_env: Tuple[Tuple[str, str], ...] = ()) -> Dict[str, str]:
     """The environment a worker starts with: the caller's, less the thread policy this script sets
-    in its in-process mode; JAX's worker does not preallocate GPU memory (torch's shares the GPU)."""
+    in its in-process mode. JAX's worker does not preallocate GPU memory (torch's shares the GPU)
+    and gets `--jax-env`; torch's gets nothing added."""
     env = dict(os.environ)
     env.pop('OMP_WAIT_POLICY', None)
     if who == 'jax':
         env['XLA_PYTHON_CLIENT_PREALLOCATE'] = 'false'
+        env.update(jax_env)
     return env
 
 
 class Worker:
     """A contender's process: started and warmed up alone, then told to run a round at a time."""
 
-    def __init__(self, who: str, mode: str, argv: List[str], quiet: bool):
+    def __init__(self, who: str, mode: str, argv: List[str], quiet: bool, jax_env=()):
         cmd = [sys.executable, os.path.abspath(__file__), *argv, '--worker', who, '--modes', mode]
         log(f'{mode}: starting {who} ({shlex.join(cmd[1:])})', quiet)
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=worker_env(who),
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=worker_env(who, jax_env),
                                      text=True, bufsize=1)
         self.info = self.read()
 
@@ -837,7 +853,7 @@ def isolated_mode(args, mode: str, argv: List[str]) -> Dict[str, Any]:
     res: Dict[str, Dict[str, Any]] = {}
     try:
         for who in contenders:
-            w = Worker(who, mode, argv, args.json_only)
+            w = Worker(who, mode, argv, args.json_only, jax_env=args.jax_env)
             res[who] = dict(w.info)
             if 'error' in w.info:
                 log(f'  {who} failed: {w.info["error"]}', args.json_only)
@@ -878,7 +894,7 @@ def isolated_report(args, modes, overrides, argv) -> Dict[str, Any]:
         'batch': args.batch, 'dtype': args.dtype, 'repeats': args.repeats, 'iters': args.iters,
         'warmup': args.warmup, 'modes': modes, 'cpu': cpu_info(),
         'versions': versions('jax', 'jaxlib', 'flax', 'optax', 'torch', 'timm', 'numpy'),
-        'env': {'caller_OMP_WAIT_POLICY_removed': os.environ.get('OMP_WAIT_POLICY'),
+        'env': {'caller_OMP_WAIT_POLICY_removed': os.environ.get('OMP_WAIT_POLICY'), 'jax_only': dict(args.jax_env),
                 'XLA_FLAGS': os.environ.get('XLA_FLAGS'), 'cpu_count': os.cpu_count()},
         'results': {m: v['results'] for m, v in per_mode.items()},
         'ratios': {m: v['ratios'] for m, v in per_mode.items()},
@@ -908,6 +924,8 @@ def format_isolated(rep: Dict[str, Any]) -> str:
             settings = (f"torch threads {e['torch_threads']}" if 'torch_threads' in e
                         else f"XLA forward options {e.get('forward_compiler_options') or 'default'}"
                         if mode == 'forward' else 'XLA defaults')
+            if e.get('jax_env'):
+                settings += '; ' + ' '.join(f'{k}={v}' for k, v in e['jax_env'].items())
             eager = res.get('timm_eager', {}).get('images_per_s', {}).get('median')
             rows.append((mode, who, f"{s['median']:.2f} [{s['min']:.2f}-{s['max']:.2f}]",
                          f"{s['median'] / eager:.2f}x" if eager else '',

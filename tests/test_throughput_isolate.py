@@ -7,6 +7,8 @@ from __future__ import annotations
 import os
 import sys
 
+import pytest
+
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'benchmarks'))
 import throughput  # noqa: E402  (benchmarks/throughput.py)
 
@@ -16,6 +18,23 @@ def test_workers_get_no_thread_policy(monkeypatch):
     for who in throughput.CONTENDERS:
         assert 'OMP_WAIT_POLICY' not in throughput.worker_env(who)
     assert throughput.worker_env('jax')['XLA_PYTHON_CLIENT_PREALLOCATE'] == 'false'  # torch shares the GPU
+
+
+def test_jax_env_reaches_the_jax_worker_only(monkeypatch, capsys):
+    monkeypatch.setenv('GLIBC_TUNABLES', 'glibc.malloc.arena_max=2')
+    args, _, _ = throughput.parse_args(['--isolate', '--jax-env', 'GLIBC_TUNABLES=glibc.malloc.hugetlb=1',
+                                        '--jax-env', 'XLA_FLAGS=--xla_cpu_use_onednn=true'])
+    jax_env = throughput.worker_env('jax', args.jax_env)
+    assert jax_env['GLIBC_TUNABLES'] == 'glibc.malloc.hugetlb=1'
+    assert jax_env['XLA_FLAGS'] == '--xla_cpu_use_onednn=true'
+    for who in ('timm_eager', 'timm_compile'):
+        torch_env = throughput.worker_env(who, args.jax_env)
+        assert torch_env['GLIBC_TUNABLES'] == 'glibc.malloc.arena_max=2' and 'XLA_FLAGS' not in torch_env
+    with pytest.raises(SystemExit):
+        throughput.parse_args(['--isolate', '--jax-env', 'GLIBC_TUNABLES'])
+    assert "--jax-env wants NAME=VALUE, got 'GLIBC_TUNABLES'" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match='needs --isolate'):
+        throughput.parse_args(['--jax-env', 'A=1'])
 
 
 def test_worker_command_line_drops_the_drivers_flags():
