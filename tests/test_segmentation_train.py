@@ -4,24 +4,19 @@ bad input, and end-to-end runs of the trainer (a resumed run equals an uninterru
 from __future__ import annotations
 
 import hashlib
-import importlib
 import os
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
 
 from swinv2_jax.models import upernet
 from swinv2_jax.train import checkpointing, metrics, optim, trainer
 from swinv2_jax.train.objectives import segmentation as seg_objective
+from test_train import load_config
 
 pytestmark = pytest.mark.usefixtures('compilation_cache')   # tests/conftest.py
-
-
-def load_config(name, arg=None) -> ml_collections.ConfigDict:
-    return importlib.import_module(f'configs.{name}').get_config(arg)   # configs/ is a package
 
 
 # ----------------------------------------------------------------------------------------------

@@ -5,7 +5,6 @@ Tiny models on CPU; the trainer runs use the embedded digits at 32x32 (configs/*
 """
 from __future__ import annotations
 
-import importlib
 import math
 
 import jax
@@ -23,6 +22,7 @@ from swinv2_jax.convert_simmim import export_simmim_weights, load_simmim_weights
 from swinv2_jax.models import abstract_variables, create_model
 from swinv2_jax.models.simmim import (SimMIM, create_simmim, masked_l1_loss, normalized_target,
                                       pixel_shuffle)
+from test_train import load_config
 from torch_refs import assert_close, nchw, randomize_, to_torch_state
 
 tf = pytest.importorskip('tensorflow')
@@ -40,10 +40,6 @@ def flat(tree):
 def zeros_params(model):
     """Stand-in initial parameters (init_from's target) without running the model's init."""
     return jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), abstract_variables(model)['params'])
-
-
-def load_config(name, arg=None) -> ml_collections.ConfigDict:
-    return importlib.import_module(f'configs.{name}').get_config(arg)   # configs/ is a package
 
 
 pytestmark = pytest.mark.usefixtures('compilation_cache')   # tests/conftest.py
