@@ -41,15 +41,24 @@ flags.DEFINE_string('coordinator_address', None, 'host:port of process 0 for jax
                     'process passes the same); with --num_processes and --process_id.')
 flags.DEFINE_integer('num_processes', None, 'Number of processes of a jax.distributed run.')
 flags.DEFINE_integer('process_id', None, 'This process\' index in [0, num_processes).')
+flags.DEFINE_bool('keep_host_memory', True, 'On the CPU: run steps on the calling thread and keep '
+                  'freed host memory, so each step reuses its temporaries\' pages instead of faulting '
+                  'them in again (swinv2_jax.host_memory). The heap keeps its largest size.')
 flags.DEFINE_list('local_device_ids', None, 'Devices of this host this process uses (e.g. 0,1; '
                   'default all): for several processes per GPU host.')
 
 
+def distributed_requested() -> bool:
+    """Whether the flags ask for a `jax.distributed` run."""
+    explicit = [FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id]
+    return FLAGS.distributed or any(v is not None for v in explicit)
+
+
 def initialize_distributed() -> None:
     """`jax.distributed.initialize` from the flags, before anything touches a JAX backend."""
-    explicit = [FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id]
-    if not FLAGS.distributed and all(v is None for v in explicit):
+    if not distributed_requested():
         return
+    explicit = [FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id]
     if FLAGS.coordinator_address is not None and None in explicit:
         raise app.UsageError('--coordinator_address needs --num_processes and --process_id too (or '
                              'pass --distributed alone on a cluster JAX detects, e.g. under SLURM)')
@@ -137,12 +146,20 @@ def main(argv):
     # TensorFlow only feeds the input pipeline: keep it off the accelerators.
     tf = import_tensorflow()
     tf.config.set_visible_devices([], 'GPU')
+    kept = None
+    if FLAGS.keep_host_memory and not distributed_requested():
+        # Before anything starts a JAX backend. Several processes run parallel programs, which
+        # XLA dispatches to its own threads either way: nothing to keep there.
+        from swinv2_jax import host_memory
+        kept = host_memory.keep_step_memory()
 
     import jax
     from swinv2_jax.train import run_log, train_and_evaluate
     workdir = os.path.abspath(FLAGS.workdir)
     log_path = run_log.start(workdir, jax.process_index()) if not os.path.isfile(workdir) else None
     logging.info('config:\n%s', FLAGS.config)
+    if kept is not None:
+        logging.info('host memory of the steps kept: %s', kept)
     try:
         train_and_evaluate(FLAGS.config, workdir)
     except Exception as e:  # noqa: BLE001  one message on the console, the traceback in the log

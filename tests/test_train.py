@@ -516,6 +516,8 @@ def test_train_py_sigkill_then_the_same_command_ends_as_an_uninterrupted_run(tmp
     out = proc.communicate(timeout=300)[0]
     assert proc.returncode == 0, out[-3000:]
     assert f'resumed from {run}/checkpoints at step' in out and killed_after < 150, out[-3000:]
+    with open(run / 'train.log') as f:    # train.py keeps its steps' host memory on the CPU
+        assert "host memory of the steps kept: {'jax_cpu_enable_async_dispatch': False" in f.read()
     a = [r for r in metrics.read_metrics(str(tmp_path / 'full')) if 'eval_top1' in r]
     b = [r for r in metrics.read_metrics(str(run)) if 'eval_top1' in r]
     strip = lambda rs: [(r['step'], r['eval_top1'], r['eval_loss']) for r in rs]
