@@ -149,6 +149,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--jax-env', action='append', default=[], type=env_arg, metavar='NAME=VALUE',
                    help='--isolate: set this in the JAX worker\'s environment only (e.g. XLA_FLAGS, '
                         'GLIBC_TUNABLES); repeatable. The torch workers keep the caller\'s')
+    p.add_argument('--no-keep-host-memory', action='store_true',
+                   help="--isolate: leave the JAX worker's host memory to glibc's defaults (by default "
+                        'it keeps its steps\' temporaries mapped, as train.py does on the CPU: '
+                        'swinv2_jax.host_memory)')
     p.add_argument('--compile-mode', default=None,
                    help='torch.compile mode (default, reduce-overhead, max-autotune); default: none')
     p.add_argument('--matmul-n', type=int, default=None,
@@ -188,6 +192,9 @@ def parse_args(argv=None) -> Tuple[argparse.Namespace, List[str], Dict[str, Any]
         raise SystemExit('pass the computation dtype with --dtype, not --override dtype=...')
     if args.jax_env and not (args.isolate or args.worker):
         raise SystemExit('--jax-env needs --isolate (one process holds both sides otherwise)')
+    if args.no_keep_host_memory and not (args.isolate or args.worker):
+        raise SystemExit('--no-keep-host-memory is for --isolate (the in-process mode keeps nothing: '
+                         'torch shares its process)')
     if args.isolate and args.torch_threads:
         raise SystemExit('--isolate runs torch with its own thread count; drop --torch-threads')
     return args, modes, overrides
@@ -701,9 +708,11 @@ def worker_jax(run: Run, mode: str):
     import jax
     import jax.numpy as jnp
 
-    from swinv2_jax import create_model
+    from swinv2_jax import create_model, host_memory
     from swinv2_jax.models.registry import resolve_name
 
+    # Before the first JAX computation, as train.py does (a process of its own: torch is not here).
+    kept = None if run.args.no_keep_host_memory else host_memory.keep_step_memory()
     run.jax_backend = jax.default_backend()
     run.device_name = jax_device_label(run)
     run.name = resolve_name(run.args.model)
@@ -717,7 +726,8 @@ def worker_jax(run: Run, mode: str):
     call, sync = jax_call(run, mode)
     return call, sync, {'compile_s': run.jax_compile_s[mode], 'flops_per_image': run.flops[mode] / run.args.batch,
                         'flops_source': run.flops_source[mode], 'forward_compiler_options': run.fwd_options,
-                        'jax_env': {k: os.environ.get(k) for k, _ in run.args.jax_env}}
+                        'jax_env': {k: os.environ.get(k) for k, _ in run.args.jax_env},
+                        'host_memory_kept': kept}
 
 
 def worker_timm(run: Run, mode: str, compiled: bool):
@@ -924,6 +934,8 @@ def format_isolated(rep: Dict[str, Any]) -> str:
             settings = (f"torch threads {e['torch_threads']}" if 'torch_threads' in e
                         else f"XLA forward options {e.get('forward_compiler_options') or 'default'}"
                         if mode == 'forward' else 'XLA defaults')
+            if e.get('host_memory_kept'):
+                settings += '; host memory kept (as train.py)'
             if e.get('jax_env'):
                 settings += '; ' + ' '.join(f'{k}={v}' for k, v in e['jax_env'].items())
             eager = res.get('timm_eager', {}).get('images_per_s', {}).get('median')
