@@ -56,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--xla-options', choices=('auto', 'default', 'inference'), default='auto',
                    help="compiler options: 'auto' compiles as the project does (the forward pass with "
                         "compile_options.inference_compiler_options(), the train step with XLA's defaults)")
+    p.add_argument('--no-keep-host-memory', action='store_true',
+                   help="leave the host memory to glibc's defaults (by default it is kept as train.py "
+                        'keeps it on the CPU: swinv2_jax.host_memory)')
     p.add_argument('--steps', type=int, default=3, help='timed calls without the profiler')
     p.add_argument('--profile-steps', type=int, default=2, help='traced calls')
     p.add_argument('--top', type=int, default=20, help='rows of the top-ops table')
@@ -263,6 +266,7 @@ class Step:
     call: Callable[[Any], Any]        # state -> state, one synchronised call
     state: Any
     compiler_options: Dict[str, Any]
+    host_memory_kept: Optional[Dict[str, Any]]
     compile_s: float
     module: str
     instructions: Dict[str, Dict[str, Any]]
@@ -274,10 +278,11 @@ def compile_step(args, overrides: Dict[str, Any]) -> Step:
     import jax.numpy as jnp
     import numpy as np
 
-    from swinv2_jax import create_model
+    from swinv2_jax import create_model, host_memory
     from swinv2_jax.compile_options import inference_compiler_options
     from swinv2_jax.models.registry import resolve_name
 
+    kept = None if args.no_keep_host_memory else host_memory.keep_step_memory()   # before any JAX work
     name = resolve_name(args.model)
     model = create_model(name, **dict(overrides, drop_path_rate=0.0,
                                       dtype=jnp.bfloat16 if args.dtype == 'bfloat16' else jnp.float32))
@@ -313,7 +318,8 @@ def compile_step(args, overrides: Dict[str, Any]) -> Step:
         lowered = fn.lower(*state, x, y)
 
     log(args, f'{name} {args.mode} batch {args.batch} {args.dtype} on {jax.devices()[0].device_kind} '
-              f'(jax {jax.__version__}), XLA options: {compiler_options or "defaults"}')
+              f'(jax {jax.__version__}), XLA options: {compiler_options or "defaults"}, host memory '
+              f'{"kept" if kept else "as glibc does"}')
     t0 = time.perf_counter()
     compiled = lowered.compile()
     compile_s = time.perf_counter() - t0
@@ -321,7 +327,8 @@ def compile_step(args, overrides: Dict[str, Any]) -> Step:
     instructions, computations = parse_hlo(text)
     module = text.split('\n', 1)[0].split()[1].rstrip(',')
     log(args, f'compiled in {compile_s:.1f} s: module {module}, {len(instructions)} instructions')
-    return Step(name=name, call=call, state=state, compiler_options=compiler_options, compile_s=compile_s,
+    return Step(name=name, call=call, state=state, compiler_options=compiler_options, host_memory_kept=kept,
+                compile_s=compile_s,
                 module=module, instructions=instructions, computations=computations)
 
 
@@ -422,6 +429,7 @@ def build_report(args, step: Step, rows, step_s: float, trace_dir: str) -> Dict[
         'model': step.name, 'mode': args.mode, 'batch': args.batch, 'dtype': args.dtype,
         'device': jax.devices()[0].device_kind, 'cpu': cpu_info(), 'jax': jax.__version__,
         'versions': versions('jax', 'jaxlib', 'flax', 'optax'), 'xla_options': step.compiler_options,
+        'host_memory_kept': step.host_memory_kept,
         'compile_s': round(step.compile_s, 2), 'step_ms': round(step_s * 1e3, 2),
         'images_per_s': round(args.batch / step_s, 3), 'op_ms_per_step': round(total, 3),
         'op_coverage_of_wall': round(total / (step_s * 1e3), 3),
