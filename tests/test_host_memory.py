@@ -3,6 +3,7 @@
 The setting is process-wide, so the behaviour is measured in fresh processes: a jitted program with
 tens of MB of temporaries, called repeatedly; minor page faults counted around the later calls.
 """
+import json
 import os
 import platform
 import subprocess
@@ -40,7 +41,6 @@ def _probe(mode):
     out = subprocess.run([sys.executable, '-c', PROBE, mode], cwd=REPO, env=env, capture_output=True,
                          text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
-    import json
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 

@@ -35,6 +35,8 @@ def test_jax_env_reaches_the_jax_worker_only(monkeypatch, capsys):
     assert "--jax-env wants NAME=VALUE, got 'GLIBC_TUNABLES'" in capsys.readouterr().err
     with pytest.raises(SystemExit, match='needs --isolate'):
         throughput.parse_args(['--jax-env', 'A=1'])
+    with pytest.raises(SystemExit, match='is for --isolate'):   # torch would share the kept heap
+        throughput.parse_args(['--no-keep-host-memory'])
 
 
 def test_worker_command_line_drops_the_drivers_flags():
