@@ -411,13 +411,12 @@ def attention_impl(name: str):
 # ----------------------------------------------------------------------------------------------
 
 class QKVProjection(nn.Module):
-    """The fused [C, 3C] qkv weight, applied as one matmul straight into the head-major
-    [B, nW, heads, N, d] layout the attention matmuls batch over.
+    """The fused [C, 3C] qkv weight, applied as one matmul whose result is transposed once into
+    the head-major [3, B, nW, heads, N, d] layout the attention matmuls batch over.
 
-    The matmul puts q/k/v on the output's leading axis, so taking q, k and v apart is free (a
-    [.., 3C] result would need a copy forward and a pad backward) and the weight is used whole (a
-    slice of it per q/k/v matmul is a weight copy in every call); the parameter stays the official
-    fused `qkv.weight`. SwinV2 (`fused_bias=False`) has no bias of its own: q and v get the
+    q/k/v end up on the leading axis, so taking them apart is free, and the weight is used whole
+    (a slice of it per q/k/v matmul is a weight copy in every call); the parameter stays the
+    official fused `qkv.weight`. SwinV2 (`fused_bias=False`) has no bias of its own: q and v get the
     attention's q_bias/v_bias, k none. Swin V1 (`fused_bias=True`) has the plain Linear bias [3C] on
     q, k and v (`qkv.bias`).
 
@@ -455,15 +454,23 @@ class QKVProjection(nn.Module):
 
 def project_qkv(x: jax.Array, kernel: jax.Array, biases, layout: str = 'bwhnd') -> Tuple[jax.Array, ...]:
     """[B, w, N, C] tokens -> q, k, v in `layout` ([B, w, heads, N, d] 'bwhnd' or [B, w, N, heads, d]
-    'bwnhd'); `QKVProjection.weights` gives the rest."""
-    y = jnp.einsum(f'bwnc,cshd->s{layout}', x.astype(kernel.dtype), kernel)
+    'bwnhd'); `QKVProjection.weights` gives the rest.
+
+    A plain [tokens, C] x [C, 3C] matmul, then one transpose: written as a single einsum into the
+    layout, XLA:CPU computes W^T X^T instead, with a transpose of the tokens before the matmul and
+    a slower one after it (benchmarks/README.md has the figures).
+    """
+    c = kernel.shape[0]
+    y = jnp.dot(x.reshape(-1, c).astype(kernel.dtype), kernel.reshape(c, -1))
+    y = y.reshape(x.shape[:-1] + kernel.shape[1:])                   # [B, w, N, 3, heads, d]
+    y = y.transpose((3, 0, 1, 4, 2, 5) if layout == 'bwhnd' else (3, 0, 1, 2, 4, 5))
     return tuple(y[i] if b is None else y[i] + (b[:, None] if layout == 'bwhnd' else b)
                  for i, b in enumerate(biases))
 
 
 class HeadProjection(nn.Module):
     """The output Linear(C, C) (`proj`: kernel [C, C], bias [C]) applied to [B, nW, heads, N, d]
-    head outputs, contracting heads and d in one matmul: no transpose back to [N, heads, d].
+    head outputs: one transpose back to tokens [.., N, heads * d], then one matmul.
     `layout` as `QKVProjection`'s."""
     dim: int
     num_heads: int
@@ -486,8 +493,13 @@ class HeadProjection(nn.Module):
 
 
 def project_heads(x: jax.Array, kernel: jax.Array, bias: jax.Array, layout: str = 'bwhnd') -> jax.Array:
-    """Head outputs in `layout` ([B, w, heads, N, d] or [B, w, N, heads, d]) -> [B, w, N, C]."""
-    return jnp.einsum(f'{layout},hdc->bwnc', x.astype(kernel.dtype), kernel) + bias
+    """Head outputs in `layout` ([B, w, heads, N, d] or [B, w, N, heads, d]) -> [B, w, N, C]; a
+    transpose to tokens, then a plain 2-D matmul, as in `project_qkv`."""
+    if layout == 'bwhnd':
+        x = jnp.swapaxes(x, 2, 3)
+    heads, d, c = kernel.shape
+    y = jnp.dot(x.reshape(-1, heads * d).astype(kernel.dtype), kernel.reshape(heads * d, c))
+    return y.reshape(x.shape[:3] + (c,)) + bias
 
 
 def sequential_attention(x, *, qkv_weights, proj_weights, scale, bias, mask, rng, drop: float, chunk: int,
