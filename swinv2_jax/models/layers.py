@@ -463,7 +463,7 @@ def project_qkv(x: jax.Array, kernel: jax.Array, biases, layout: str = 'bwhnd') 
     c = kernel.shape[0]
     y = jnp.dot(x.reshape(-1, c).astype(kernel.dtype), kernel.reshape(c, -1))
     y = y.reshape(x.shape[:-1] + kernel.shape[1:])                   # [B, w, N, 3, heads, d]
-    y = y.transpose((3, 0, 1, 4, 2, 5) if layout == 'bwhnd' else (3, 0, 1, 2, 4, 5))
+    y = y.transpose(['bwnshd'.index(axis) for axis in 's' + layout])
     return tuple(y[i] if b is None else y[i] + (b[:, None] if layout == 'bwhnd' else b)
                  for i, b in enumerate(biases))
 
@@ -495,8 +495,7 @@ class HeadProjection(nn.Module):
 def project_heads(x: jax.Array, kernel: jax.Array, bias: jax.Array, layout: str = 'bwhnd') -> jax.Array:
     """Head outputs in `layout` ([B, w, heads, N, d] or [B, w, N, heads, d]) -> [B, w, N, C]; a
     transpose to tokens, then a plain 2-D matmul, as in `project_qkv`."""
-    if layout == 'bwhnd':
-        x = jnp.swapaxes(x, 2, 3)
+    x = x.transpose([layout.index(axis) for axis in 'bwnhd'])         # tokens before heads
     heads, d, c = kernel.shape
     y = jnp.dot(x.reshape(-1, heads * d).astype(kernel.dtype), kernel.reshape(heads * d, c))
     return y.reshape(x.shape[:3] + (c,)) + bias
