@@ -328,8 +328,7 @@ def compile_step(args, overrides: Dict[str, Any]) -> Step:
     module = text.split('\n', 1)[0].split()[1].rstrip(',')
     log(args, f'compiled in {compile_s:.1f} s: module {module}, {len(instructions)} instructions')
     return Step(name=name, call=call, state=state, compiler_options=compiler_options, host_memory_kept=kept,
-                compile_s=compile_s,
-                module=module, instructions=instructions, computations=computations)
+                compile_s=compile_s, module=module, instructions=instructions, computations=computations)
 
 
 def time_and_trace(step: Step, args) -> Tuple[float, Dict[str, float], str]:

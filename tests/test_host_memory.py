@@ -5,7 +5,6 @@ tens of MB of temporaries, called repeatedly; minor page faults counted around t
 """
 import json
 import os
-import platform
 import subprocess
 import sys
 
@@ -14,8 +13,7 @@ import pytest
 from swinv2_jax import host_memory
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-glibc_only = pytest.mark.skipif(platform.system() != 'Linux' or platform.libc_ver()[0] != 'glibc',
-                                reason='the setting is glibc malloc tuning')
+glibc_only = pytest.mark.skipif(host_memory._glibc() is None, reason='the setting is glibc malloc tuning')
 
 PROBE = r'''
 import json, resource, sys
